@@ -1,0 +1,75 @@
+"""The `qallegro` command line.
+
+Each sub-command lives in the room of the package it belongs to, as a module that defines
+``add_arguments(parser)`` and ``run(args) -> int``, plus a module-level ``EXAMPLE`` string
+(shown at the end of ``--help``). Modules are imported only when their command runs, so
+``qallegro --help`` stays fast and a missing optional dependency only affects its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import qallegro
+
+# command name -> (module implementing it, one-line help)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "train": ("qallegro.train.cli_train", "train a model from a YAML config"),
+    "evaluate": ("qallegro.train.cli_evaluate", "energy/force errors of a model on a data set"),
+    "optimize": ("qallegro.hpo.cli_optimize", "multi-objective hyperparameter study (SAMO-COBRA)"),
+    "pareto": ("qallegro.hpo.cli_pareto", "Pareto front of a study: table and plot"),
+    "export": ("qallegro.deploy.cli_export", "export a model to TorchScript (ASE, LAMMPS)"),
+    "data": ("qallegro.data.cli_data", "generate, convert and inspect data sets"),
+    "reproduce": ("qallegro.reproduce", "train and compare Allegro, Allegro+MLP and Allegro+QDI"),
+    "demo": ("qallegro.demo", "a few-minute tour on shipped Cu-Li data"),
+    "bench": ("qallegro.bench_cli", "run the benchmarks and print the table"),
+    "neighbors": ("qallegro.data.cli_neighbors", "neighbour-list statistics of a structure file"),
+}
+
+
+def _available() -> Dict[str, Tuple[str, str]]:
+    return {n: v for n, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; only the module of ``command`` (if any) is imported."""
+    parser = argparse.ArgumentParser(
+        prog="qallegro",
+        description="Train, tune and deploy Allegro / Allegro+MLP / Allegro+QDI interatomic potentials.",
+    )
+    parser.add_argument("--version", action="version", version=f"qallegro {qallegro.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_line) in _available().items():
+        if name != command:
+            sub.add_parser(name, help=help_line)
+            continue
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=help_line,
+            description=help_line,
+            epilog="example:\n  " + getattr(module, "EXAMPLE", f"qallegro {name} --help"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

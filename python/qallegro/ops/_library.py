@@ -1,0 +1,38 @@
+"""Loads the compiled op library (``qallegro._C`` → ``libqallegro_ops``).
+
+``HAS_KERNELS`` is False when the package was installed without its compiled part; every op then has
+a pure-torch fallback in :mod:`qallegro.ops.reference`. ``library_path()`` tells C++ hosts (LAMMPS,
+a libtorch program) which file to ``dlopen`` so that ``torch.ops.qallegro.*`` exist there too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+HAS_KERNELS = False
+LOAD_ERROR: Optional[str] = None
+try:
+    from qallegro import _C  # noqa: F401  (import registers the ops)
+
+    HAS_KERNELS = hasattr(torch.ops.qallegro, "neighbor_list")
+except ImportError as exc:  # the compiled part is optional; say why it is missing
+    LOAD_ERROR = str(exc)
+
+if os.environ.get("QALLEGRO_DISABLE_KERNELS", "0") == "1":
+    HAS_KERNELS = False
+
+
+def library_path() -> Path:
+    """Path of ``libqallegro_ops.so``, the file a C++ host loads to get ``torch.ops.qallegro``."""
+    if LOAD_ERROR is not None:
+        raise RuntimeError(f"qallegro's compiled ops are not installed: {LOAD_ERROR}")
+    from qallegro import _C
+
+    path = Path(_C.__file__).parent / "lib" / "libqallegro_ops.so"
+    if not path.exists():
+        raise RuntimeError(f"libqallegro_ops.so not found next to {_C.__file__}")
+    return path

@@ -1,0 +1,70 @@
+"""Pure-torch reference implementations of every qallegro op.
+
+Readable and slow on purpose: they are the oracle the kernels are tested against (float64, fresh
+random inputs) and the fallback used when the compiled ops are not available.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+# ---- neighbor_list ------------------------------------------------------------------------------
+
+
+def _image_range(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> list:
+    """Number of periodic images needed along each lattice vector: cutoff / plane spacing."""
+    n = [0, 0, 0]
+    if bool(pbc.any()):
+        volume = torch.abs(torch.det(cell))
+        for k in range(3):
+            if bool(pbc[k]):
+                cross = torch.linalg.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])
+                spacing = float(volume / torch.linalg.norm(cross))
+                n[k] = int(torch.ceil(torch.tensor(cutoff / spacing)).item())
+    return n
+
+
+def neighbor_list_reference(
+    positions: torch.Tensor, cutoff: float, cells: torch.Tensor, pbc: torch.Tensor, ptr: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All-pairs-over-images neighbour list with the same contract as ``qallegro::neighbor_list``.
+
+    positions: [N, 3]; cells: [B, 3, 3] (rows are lattice vectors); pbc: [B, 3] bool; ptr: [B+1].
+    Returns edge_index [2, E] int64 sorted by (i, j, shift) and cell_shifts [E, 3] (positions' dtype,
+    integer-valued) with ``r_ij = pos[j] - pos[i] + shift @ cell`` and ``|r_ij| < cutoff``.
+    """
+    device, dtype = positions.device, positions.dtype
+    edges, shifts = [], []
+    for b in range(cells.shape[0]):
+        start, stop = int(ptr[b]), int(ptr[b + 1])
+        pos = positions[start:stop]
+        if pos.shape[0] == 0:
+            continue
+        n = _image_range(cells[b], pbc[b], cutoff)
+        grid = torch.stack(
+            torch.meshgrid(*[torch.arange(-m, m + 1, device=device) for m in n], indexing="ij"), dim=-1
+        ).reshape(-1, 3).to(dtype)
+        offsets = grid @ cells[b]  # [S, 3]
+        # vec[i, j, s] = pos[j] + offset[s] - pos[i]
+        vec = pos[None, :, None, :] + offsets[None, None, :, :] - pos[:, None, None, :]
+        dist = torch.linalg.norm(vec, dim=-1)
+        keep = dist < cutoff
+        zero = (grid == 0).all(dim=-1)
+        eye = torch.eye(pos.shape[0], dtype=torch.bool, device=device)
+        keep &= ~(eye[:, :, None] & zero[None, None, :])
+        i, j, s = torch.nonzero(keep, as_tuple=True)
+        order = torch.argsort(i * (pos.shape[0] * grid.shape[0]) + j * grid.shape[0] + s)
+        edges.append(torch.stack([i[order], j[order]]) + start)
+        shifts.append(grid[s[order]])
+    if not edges:
+        return (
+            torch.zeros(2, 0, dtype=torch.long, device=device),
+            torch.zeros(0, 3, dtype=dtype, device=device),
+        )
+    return torch.cat(edges, dim=1), torch.cat(shifts, dim=0)
+
+# ---- allegro_tp (issue 4) -----------------------------------------------------------------------
+
+# ---- qdi (issue 5) ------------------------------------------------------------------------------
