@@ -16,10 +16,13 @@ import torch
 HAS_KERNELS = False
 LOAD_ERROR: Optional[str] = None
 try:
-    from qallegro import _C  # noqa: F401  (import registers the ops)
+    # `_C` is installed next to lib/libqallegro_ops.so; loading that library runs its static
+    # TORCH_LIBRARY registrations, which creates torch.ops.qallegro.*
+    from qallegro import _C
 
+    torch.ops.load_library(str(Path(_C.__file__).parent / "lib" / "libqallegro_ops.so"))
     HAS_KERNELS = hasattr(torch.ops.qallegro, "neighbor_list")
-except ImportError as exc:  # the compiled part is optional; say why it is missing
+except (ImportError, OSError) as exc:  # the compiled part is optional; say why it is missing
     LOAD_ERROR = str(exc)
 
 if os.environ.get("QALLEGRO_DISABLE_KERNELS", "0") == "1":
