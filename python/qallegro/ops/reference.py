@@ -67,4 +67,42 @@ def neighbor_list_reference(
 
 # ---- allegro_tp (issue 4) -----------------------------------------------------------------------
 
+
+def allegro_tp_reference(
+    tensor_features: torch.Tensor,
+    env_edge: torch.Tensor,
+    edge_center: torch.Tensor,
+    node_norm: torch.Tensor,
+    weights: torch.Tensor,
+    cg_indices: torch.Tensor,
+    cg_values: torch.Tensor,
+    dim_out: int,
+) -> torch.Tensor:
+    """Pure-torch ``qallegro::allegro_tp`` (contract: :mod:`qallegro.ops.allegro_tp`). TorchScript-able.
+
+    tensor_features: [E, mul, dim1]; env_edge: [E, mul, dim2]; edge_center: [E] int64;
+    node_norm: [N]; weights: [mul, P]; cg_indices: [K, 4] int64 (path, i, j, k); cg_values: [K].
+    Returns [E, mul, dim_out]. Same steps and order as nequip-allegro 0.8.3 (scatter, normalise,
+    index_select, weights x w3j pre-contraction, outer product, sum).
+    """
+    num_edges, mul, dim1 = tensor_features.shape
+    dim2 = env_edge.shape[2]
+    num_paths = weights.shape[1]
+    # 1. environment embedding per centre atom, normalised per atom
+    env = torch.zeros(
+        (node_norm.shape[0], mul, dim2), dtype=env_edge.dtype, device=env_edge.device
+    ).index_add_(0, edge_center, env_edge)
+    env = env * node_norm.view(-1, 1, 1)
+    # 2. gather back onto edges
+    env_gathered = torch.index_select(env, 0, edge_center)
+    # 3. dense CG [P, dim1, dim2, dim_out] from the sparse table, then pre-contract with weights
+    flat = ((cg_indices[:, 0] * dim1 + cg_indices[:, 1]) * dim2 + cg_indices[:, 2]) * dim_out + cg_indices[:, 3]
+    w3j = torch.zeros(
+        num_paths * dim1 * dim2 * dim_out, dtype=cg_values.dtype, device=cg_values.device
+    ).index_add_(0, flat, cg_values).view(num_paths, dim1, dim2, dim_out)
+    ww3j = torch.einsum("up,pijk->uijk", weights, w3j)
+    outer = tensor_features.unsqueeze(-1) * env_gathered.unsqueeze(-2)  # [E, mul, dim1, dim2]
+    return torch.sum(outer.unsqueeze(-1) * ww3j, dim=(2, 3))
+
+
 # ---- qdi (issue 5) ------------------------------------------------------------------------------
