@@ -14,4 +14,17 @@ TORCH_LIBRARY(qallegro, m) {
     // ---- allegro_tp (issue 4) -----------------------------------------------------------------
 
     // ---- qdi (issue 5) ------------------------------------------------------------------------
+    // Batched QDI circuits (csrc/include/qallegro/qdi_program.h): inputs [B, F] (angles, rad),
+    // weights [uploads, depth, n_qubits, K] (K = 3 "strong", 1 "basic"), F = uploads * n_qubits.
+    // Returns the Pauli expectations [B, M] and the final states [B, 2^n] (complex), which the
+    // adjoint backward starts from. rotation/measure: "X"|"Y"|"Z"; entangling: "strong"|"basic";
+    // measurement_mode: "none"|"even"|"single".
+    m.def("qdi(Tensor inputs, Tensor weights, str rotation, str entangling, str measure, str measurement_mode) -> (Tensor, Tensor)");
+    // Adjoint-method vector-Jacobian product: (grad_inputs [B, F], grad_weights like weights).
+    // `state` must be qdi's second output for the same inputs/weights (it is a cache, not an input).
+    m.def("qdi_backward(Tensor grad_output, Tensor state, Tensor inputs, Tensor weights, str rotation, str entangling, str measure, str measurement_mode) -> (Tensor, Tensor)");
+    // Derivative of qdi_backward along (grad_grad_inputs, grad_grad_weights), by tangent-propagated
+    // forward and adjoint sweeps: returns (grad of grad_output = J v [B, M], Hessian-vector products
+    // of sum(grad_output * y) for inputs [B, F] and weights). Exact; makes forces trainable.
+    m.def("qdi_double_backward(Tensor? grad_grad_inputs, Tensor? grad_grad_weights, Tensor grad_output, Tensor inputs, Tensor weights, str rotation, str entangling, str measure, str measurement_mode) -> (Tensor, Tensor, Tensor)");
 }

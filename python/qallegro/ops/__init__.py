@@ -7,5 +7,6 @@ pure-torch versions used as test oracles and as the fallback when the kernels ar
 
 from qallegro.ops._library import HAS_KERNELS, LOAD_ERROR, library_path
 from qallegro.ops.neighbor_list import batched_neighbor_list, neighbor_list
+from qallegro.ops.qdi import qdi  # noqa: F401  (registers qallegro::qdi's autograd and fake kernels)
 
 __all__ = ["HAS_KERNELS", "LOAD_ERROR", "library_path", "neighbor_list", "batched_neighbor_list"]

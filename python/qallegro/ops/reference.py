@@ -106,3 +106,110 @@ def allegro_tp_reference(
 
 
 # ---- qdi (issue 5) ------------------------------------------------------------------------------
+
+_QDI_AXES = ("X", "Y", "Z")
+
+
+def _qdi_rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
+    """Pauli rotation exp(-i angle P / 2) as [..., 2, 2] complex (PennyLane's RX/RY/RZ)."""
+    c = torch.cos(angle / 2).to(torch.complex128 if angle.dtype == torch.float64 else torch.complex64)
+    s = torch.sin(angle / 2).to(c.dtype)
+    zero = torch.zeros_like(c)
+    if axis == "X":
+        rows = [torch.stack([c, -1j * s], -1), torch.stack([-1j * s, c], -1)]
+    elif axis == "Y":
+        rows = [torch.stack([c, -s], -1), torch.stack([s, c], -1)]
+    else:
+        rows = [torch.stack([c - 1j * s, zero], -1), torch.stack([zero, c + 1j * s], -1)]
+    return torch.stack(rows, -2)
+
+
+def _qdi_apply(state: torch.Tensor, matrix: torch.Tensor, qubit: int) -> torch.Tensor:
+    """state [B, 2, ..., 2] (one axis per qubit, qubit 0 first); matrix [2, 2] or [B, 2, 2]."""
+    moved = state.movedim(qubit + 1, -1)
+    if matrix.dim() == 2:
+        out = moved @ matrix.transpose(-1, -2)
+    else:
+        out = torch.einsum("b...j,bij->b...i", moved, matrix)
+    return out.movedim(-1, qubit + 1)
+
+
+def _qdi_cnot(state: torch.Tensor, control: int, target: int) -> torch.Tensor:
+    """CNOT on a [B, 2, ..., 2] state: flips the target axis where the control bit is 1."""
+    moved = state.movedim((control + 1, target + 1), (1, 2))
+    out = torch.stack([moved[:, 0], moved[:, 1].flip(1)], dim=1)
+    return out.movedim((1, 2), (control + 1, target + 1))
+
+
+def qdi_rings(n_qubits: int, depth: int, entangling: str) -> list:
+    """The CNOT (control, target) pairs of each variational layer: StronglyEntanglingLayers' ring of
+    range l mod (n-1) + 1, or BasicEntanglerLayers' ring (one CNOT for two qubits)."""
+    rings = []
+    for layer in range(depth):
+        if n_qubits == 1:
+            rings.append([])
+        elif entangling == "strong":
+            r = layer % (n_qubits - 1) + 1
+            rings.append([(q, (q + r) % n_qubits) for q in range(n_qubits)])
+        else:
+            rings.append([(0, 1)] if n_qubits == 2 else [(q, (q + 1) % n_qubits) for q in range(n_qubits)])
+    return rings
+
+
+def qdi_measured_qubits(n_qubits: int, measurement_mode: str) -> list:
+    """Qubits whose expectation the layer outputs, in output order."""
+    if measurement_mode == "single":
+        return [n_qubits - 1]
+    return list(range(0, n_qubits, 2 if measurement_mode == "even" else 1))
+
+
+def qdi_reference(
+    inputs: torch.Tensor,
+    weights: torch.Tensor,
+    rotation: str = "X",
+    entangling: str = "strong",
+    measure: str = "Y",
+    measurement_mode: str = "none",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch QDI circuit with the contract of ``qallegro::qdi`` (differentiable to any order).
+
+    inputs: [B, F] angles (rad), F = uploads * n_qubits; weights: [uploads, depth, n_qubits, K],
+    K = 3 (Rot angles phi, theta, omega) for "strong", 1 (RX angle) for "basic".
+    Returns expectations [B, M] of Pauli ``measure`` on the measured qubits and the final states
+    [B, 2**n] (complex; qubit 0 is the most significant bit, as in PennyLane).
+    """
+    uploads, depth, n, _ = weights.shape
+    batch = inputs.shape[0]
+    cdtype = torch.complex128 if inputs.dtype == torch.float64 else torch.complex64
+    state = torch.zeros((batch,) + (2,) * n, dtype=cdtype, device=inputs.device)
+    state.view(batch, -1)[:, 0] = 1
+    hadamard = torch.tensor([[1, 1], [1, -1]], dtype=cdtype, device=inputs.device) / 2**0.5
+    rings = qdi_rings(n, depth, entangling)
+    for u in range(uploads):
+        for q in range(n):
+            if rotation == "Z":  # a Z embedding of |0> would only be a phase
+                state = _qdi_apply(state, hadamard, q)
+            state = _qdi_apply(state, _qdi_rotation(rotation, inputs[:, u * n + q]), q)
+        for layer in range(depth):
+            for q in range(n):
+                if entangling == "strong":  # Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi)
+                    phi, theta, omega = weights[u, layer, q]
+                    for axis, angle in (("Z", phi), ("Y", theta), ("Z", omega)):
+                        state = _qdi_apply(state, _qdi_rotation(axis, angle), q)
+                else:
+                    state = _qdi_apply(state, _qdi_rotation("X", weights[u, layer, q, 0]), q)
+            for control, target in rings[layer]:
+                state = _qdi_cnot(state, control, target)
+    if measurement_mode == "single":
+        for q in range(n - 1):
+            state = _qdi_cnot(state, q, q + 1)
+    pauli = {
+        "X": torch.tensor([[0, 1], [1, 0]], dtype=cdtype),
+        "Y": torch.tensor([[0, -1j], [1j, 0]], dtype=cdtype),
+        "Z": torch.tensor([[1, 0], [0, -1]], dtype=cdtype),
+    }[measure].to(inputs.device)
+    outputs = []
+    for q in qdi_measured_qubits(n, measurement_mode):
+        flipped = _qdi_apply(state, pauli, q)
+        outputs.append((state.conj() * flipped).reshape(batch, -1).sum(-1).real)
+    return torch.stack(outputs, dim=-1), state.reshape(batch, -1)

@@ -1,0 +1,187 @@
+#pragma once
+/// The QDI circuit as data: a list of steps (fused single-qubit blocks and CNOT chains) built once per
+/// call from the layer's hyperparameters, walked forwards by the simulators and backwards by the
+/// adjoint passes. Host-only (std::vector); the CUDA driver copies it to the device as flat arrays.
+///
+/// Circuit, per upload u = 0..U-1 of n features (x[u*n + q] on qubit q):
+///   [Hadamard layer if rotation == Z]  embedding R_rotation(x) on every qubit,
+///   then `depth` variational layers: "strong" = Rot(phi, theta, omega) on every qubit and a CNOT ring
+///   CNOT(q, q + r mod n) with range r = l mod (n - 1) + 1 (PennyLane's StronglyEntanglingLayers);
+///   "basic" = RX(w) on every qubit and the ring CNOT(q, q + 1 mod n) (BasicEntanglerLayers; one CNOT
+///   for n = 2). Measurement: Pauli `measure` on every qubit ("none"), on even qubits ("even"), or,
+///   after the cascade CNOT(0,1) ... CNOT(n-2, n-1), on qubit n - 1 only ("single").
+/// The embedding of upload u and the first variational rotations act on the same qubit with no
+/// entangler in between, so they are fused into one block (one pass over the state instead of two).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qallegro/qdi_gates.h"
+
+namespace qallegro {
+namespace qdi {
+
+/// Entangler families and measurement modes.
+enum Entangling : int32_t { kStrong = 0, kBasic = 1 };
+enum MeasurementMode : int32_t { kModeNone = 0, kModeEven = 1, kModeSingle = 2 };
+
+/// Largest number of factors in one fused block: H, embedding, RZ, RY, RZ.
+constexpr int kMaxFactors = 5;
+/// Largest supported register (a 25-qubit complex128 state is 512 MiB per sample).
+constexpr int kMaxQubits = 25;
+
+/// One factor of a fused block; `param` indexes the per-sample parameter vector
+/// theta = (x[0..F), weights[0..P)), or is -1 for the Hadamard.
+struct Factor {
+    int32_t kind;
+    int32_t param;
+};
+
+/// A step: a fused single-qubit block (chain < 0) or a CNOT chain (chain >= 0).
+struct Step {
+    int32_t qubit = 0;
+    int32_t n_factors = 0;
+    Factor factors[kMaxFactors];  // factors[0] acts first
+    int32_t chain = -1;
+};
+
+/// A CNOT chain as bit positions, in application order.
+struct Chain {
+    std::vector<int32_t> control_bits, target_bits;
+};
+
+/// The whole circuit.
+struct Program {
+    int32_t n_qubits = 0, uploads = 0, depth = 0, params_per_gate = 0;
+    int32_t n_inputs = 0, n_weights = 0;  // F = uploads * n_qubits, P = uploads * depth * n * K
+    int32_t pauli = kPauliY;
+    std::vector<Step> steps;
+    std::vector<Chain> chains;
+    std::vector<int32_t> measured;  // qubits whose expectation is an output, in output order
+
+    int32_t n_params() const { return n_inputs + n_weights; }
+    int64_t dim() const { return int64_t(1) << n_qubits; }
+    /// Bit position of qubit q in a basis index (PennyLane: wire 0 is the most significant bit).
+    int32_t bit(int32_t q) const { return n_qubits - 1 - q; }
+};
+
+/// Code of a rotation / Pauli name ("X", "Y", "Z"), or -1.
+inline int32_t parse_axis(const std::string& name) {
+    if (name == "X") return kRX;
+    if (name == "Y") return kRY;
+    if (name == "Z") return kRZ;
+    return -1;
+}
+/// Code of an entangler name ("strong", "basic"), or -1.
+inline int32_t parse_entangling(const std::string& name) {
+    if (name == "strong") return kStrong;
+    if (name == "basic") return kBasic;
+    return -1;
+}
+/// Code of a measurement mode ("none", "even", "single"), or -1.
+inline int32_t parse_mode(const std::string& name) {
+    if (name == "none") return kModeNone;
+    if (name == "even") return kModeEven;
+    if (name == "single") return kModeSingle;
+    return -1;
+}
+
+/// Builds the circuit; codes must be valid (callers check and report names).
+inline Program build_program(int32_t n, int32_t uploads, int32_t depth, int32_t rotation, int32_t entangling,
+                             int32_t pauli, int32_t mode) {
+    Program prog;
+    prog.n_qubits = n;
+    prog.uploads = uploads;
+    prog.depth = depth;
+    prog.params_per_gate = entangling == kStrong ? 3 : 1;
+    prog.n_inputs = uploads * n;
+    prog.n_weights = uploads * depth * n * prog.params_per_gate;
+    prog.pauli = pauli;
+    const int32_t K = prog.params_per_gate;
+    // one chain per distinct entangler ring, indexed by layer for "strong" (ranges differ)
+    auto add_chain = [&](const std::vector<std::pair<int, int>>& cnots) {
+        Chain c;
+        for (auto& ct : cnots) {
+            c.control_bits.push_back(prog.bit(ct.first));
+            c.target_bits.push_back(prog.bit(ct.second));
+        }
+        prog.chains.push_back(c);
+        return int32_t(prog.chains.size() - 1);
+    };
+    std::vector<int32_t> ring_of_layer(depth, -1);
+    for (int32_t l = 0; l < depth; ++l) {
+        std::vector<std::pair<int, int>> cnots;
+        if (entangling == kStrong && n > 1) {
+            const int r = l % (n - 1) + 1;
+            for (int q = 0; q < n; ++q) cnots.push_back({q, (q + r) % n});
+        } else if (entangling == kBasic && n == 2) {
+            cnots.push_back({0, 1});
+        } else if (entangling == kBasic && n > 2) {
+            for (int q = 0; q < n; ++q) cnots.push_back({q, (q + 1) % n});
+        }
+        if (!cnots.empty()) ring_of_layer[l] = add_chain(cnots);
+    }
+    for (int32_t u = 0; u < uploads; ++u) {
+        for (int32_t l = 0; l < depth; ++l) {
+            for (int32_t q = 0; q < n; ++q) {
+                Step s;
+                s.qubit = q;
+                if (l == 0) {  // fused embedding
+                    if (rotation == kRZ) s.factors[s.n_factors++] = {kH, -1};
+                    s.factors[s.n_factors++] = {rotation, u * n + q};
+                }
+                const int32_t w = prog.n_inputs + ((u * depth + l) * n + q) * K;
+                if (entangling == kStrong) {  // Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi)
+                    s.factors[s.n_factors++] = {kRZ, w};
+                    s.factors[s.n_factors++] = {kRY, w + 1};
+                    s.factors[s.n_factors++] = {kRZ, w + 2};
+                } else {
+                    s.factors[s.n_factors++] = {kRX, w};
+                }
+                prog.steps.push_back(s);
+            }
+            if (ring_of_layer[l] >= 0) {
+                Step s;
+                s.chain = ring_of_layer[l];
+                prog.steps.push_back(s);
+            }
+        }
+    }
+    if (mode == kModeSingle) {
+        if (n > 1) {
+            std::vector<std::pair<int, int>> cascade;
+            for (int q = 0; q + 1 < n; ++q) cascade.push_back({q, q + 1});
+            Step s;
+            s.chain = add_chain(cascade);
+            prog.steps.push_back(s);
+        }
+        prog.measured.push_back(n - 1);
+    } else {
+        for (int32_t q = 0; q < n; q += (mode == kModeEven ? 2 : 1)) prog.measured.push_back(q);
+    }
+    return prog;
+}
+
+/// Block matrix M = F_{k-1} ... F_0 for parameters theta, and optionally its derivative with respect
+/// to factor j's parameter (replace F_j by dF_j) and second derivative with respect to factors i, j.
+template <typename T>
+QALLEGRO_HD Mat2<T> block_matrix(const Factor* factors, int n_factors, const T* theta, int d1 = -1,
+                                 int d2 = -1) {
+    Mat2<T> m = mat2_identity<T>();
+    for (int f = 0; f < n_factors; ++f) {
+        const T t = factors[f].param >= 0 ? theta[factors[f].param] : T(0);
+        Mat2<T> g;
+        if (f == d1 && f == d2) {  // d^2 R / dt^2 = -R / 4
+            g = mat2_axpy(mat2_zero<T>(), T(-0.25), factor_matrix<T>(factors[f].kind, t));
+        } else if (f == d1 || f == d2) {
+            g = factor_derivative<T>(factors[f].kind, t);
+        } else {
+            g = factor_matrix<T>(factors[f].kind, t);
+        }
+        m = mat2_mul(g, m);
+    }
+    return m;
+}
+
+}  // namespace qdi
+}  // namespace qallegro
