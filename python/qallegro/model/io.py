@@ -1,0 +1,68 @@
+"""Save and load models: build arguments + state dict in one file, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+FORMAT = "qallegro-model-v1"
+
+
+def model_record(model) -> Dict[str, Any]:
+    """What is needed to rebuild ``model``: kind, type_names, r_max, hparams and its state dict."""
+    return {
+        "format": FORMAT,
+        "kind": model.kind,
+        "type_names": list(model.type_names),
+        "r_max": float(model.r_max),
+        "hparams": model.hparams,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def model_from_record(record: Dict[str, Any], source: str = "<record>"):
+    """Rebuild a model from :func:`model_record`'s dictionary (ValueError names the missing key)."""
+    from qallegro.model.builder import build
+
+    for key in ("format", "kind", "type_names", "r_max", "hparams", "state_dict"):
+        if key not in record:
+            raise ValueError(f"{source}: not a qallegro model file (missing key {key!r})")
+    if record["format"] != FORMAT:
+        raise ValueError(f"{source}: unsupported model format {record['format']!r} (expected {FORMAT!r})")
+    hparams = dict(record["hparams"])
+    hparams["seed"] = None  # weights come from the state dict
+    model = build(record["kind"], record["type_names"], record["r_max"], **hparams)
+    model.load_state_dict(record["state_dict"])
+    return model
+
+
+def save_model(model, path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` to ``path`` (torch.save of :func:`model_record`), atomically (tmp + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(model_record(model), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_model(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"):
+    """Rebuild the model saved by :func:`save_model` (in eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    record = torch.load(path, map_location=map_location, weights_only=True)
+    model = model_from_record(record, source=str(path))
+    return model.eval()

@@ -1,0 +1,26 @@
+"""Spherical harmonics of edge directions (e3nn's real SH, component normalisation)."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+
+class EdgeSphericalHarmonics(torch.nn.Module):
+    """Y_l^m(r_ij / |r_ij|) for l = 0..l_max: edge_vectors [E, 3] Å -> [E, (l_max+1)^2].
+
+    e3nn's convention (component normalisation: sum_m Y_lm^2 = 2l+1; l=1 components ordered y, z, x),
+    the same as nequip-allegro's tensor basis, so converted weights give identical features.
+    """
+
+    l_max: int
+
+    def __init__(self, l_max: int):
+        super().__init__()
+        if not 0 <= l_max <= 11:
+            raise ValueError(f"l_max must be in 0..11, got {l_max}")
+        self.l_max = l_max
+        self.sh = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(l_max, p=-1), True, "component")
+
+    def forward(self, edge_vectors: torch.Tensor) -> torch.Tensor:
+        return self.sh(edge_vectors)
