@@ -1,0 +1,272 @@
+#include "pair_qallegro.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+
+#include "ops_library.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#ifndef QALLEGRO_OPS_LIBRARY_DEFAULT
+#define QALLEGRO_OPS_LIBRARY_DEFAULT ""
+#endif
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+// The extra files `qallegro export` writes (python/qallegro/deploy/export.py, METADATA_KEYS).
+const char *const kMetadataKeys[] = {"qallegro_format", "qallegro_version", "model_kind", "model_dtype",
+                                     "r_max",           "type_names",       "num_types"};
+const char *const kFormatVersion = "1";
+
+std::string join(const std::vector<std::string> &items) {
+  std::string out;
+  for (const auto &s : items) out += (out.empty() ? "" : " ") + s;
+  return out;
+}
+
+// First line of a torch error: the rest is a C++/TorchScript backtrace.
+std::string first_line(const std::string &message) {
+  auto end = message.find('\n');
+  return end == std::string::npos ? message : message.substr(0, end);
+}
+
+}  // namespace
+
+PairQAllegro::PairQAllegro(LAMMPS *lmp) : Pair(lmp) {
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  single_enable = 0;
+  // the model returns the virial itself (strain derivative); LAMMPS must not add f·r on top
+  no_virial_fdotr_compute = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairQAllegro::~PairQAllegro() {
+  if (copymode) return;
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairQAllegro::allocate() {
+  allocated = 1;
+  int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  for (int i = 1; i <= n; i++)
+    for (int j = i; j <= n; j++) setflag[i][j] = 0;
+}
+
+void PairQAllegro::settings(int narg, char **arg) {
+  int iarg = 0;
+  while (iarg < narg) {
+    if (std::strcmp(arg[iarg], "device") == 0 && iarg + 1 < narg) {
+      try {
+        device_ = torch::Device(arg[iarg + 1]);
+      } catch (const std::exception &e) {
+        error->all(FLERR, std::string("pair_style qallegro: bad device '") + arg[iarg + 1] + "': " +
+                              first_line(e.what()));
+      }
+      iarg += 2;
+    } else {
+      error->all(FLERR, std::string("pair_style qallegro: unknown or incomplete keyword '") + arg[iarg] +
+                            "' (usage: pair_style qallegro [device cpu|cuda|cuda:N])");
+    }
+  }
+}
+
+void PairQAllegro::coeff(int narg, char **arg) {
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg < 3 || std::strcmp(arg[0], "*") != 0 || std::strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff for qallegro must be: pair_coeff * * model.pt <name of type 1> ... <name of type N>");
+  model_path_ = arg[2];
+  if (narg != 3 + ntypes)
+    error->all(FLERR, "pair_coeff * * " + model_path_ + ": needs one model type name per LAMMPS atom type (" +
+                          std::to_string(ntypes) + " types), got " + std::to_string(narg - 3));
+
+  if (!std::ifstream(model_path_).good()) error->all(FLERR, "pair_coeff: cannot open model file " + model_path_);
+
+  auto ops = qallegro::ensure_ops_library(QALLEGRO_OPS_LIBRARY_DEFAULT);
+  if (!ops.loaded && comm->me == 0)
+    error->warning(FLERR, "qallegro: libqallegro_ops.so not loaded; models using torch.ops.qallegro.* will "
+                          "fail to load. Tried:\n" + ops.problem + "Set QALLEGRO_OPS_LIBRARY to the path "
+                          "printed by: python -c 'import qallegro.ops; print(qallegro.ops.library_path())'");
+
+  std::unordered_map<std::string, std::string> metadata;
+  for (const char *key : kMetadataKeys) metadata[key] = "";
+  try {
+    model_ = torch::jit::load(model_path_, device_, metadata);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_coeff: " + model_path_ + " is not a qallegro export (TorchScript could not load it: " +
+                          first_line(e.what()) + ")");
+  }
+  if (metadata["qallegro_format"].empty())
+    error->all(FLERR, "pair_coeff: " + model_path_ + " is a TorchScript file but not a qallegro export "
+                      "(no 'qallegro_format' metadata); write it with `qallegro export`");
+  if (metadata["qallegro_format"] != kFormatVersion)
+    error->all(FLERR, "pair_coeff: " + model_path_ + " has qallegro export format " +
+                          metadata["qallegro_format"] + ", this plugin reads format " + kFormatVersion);
+  model_.eval();
+
+  const std::string &dtype = metadata["model_dtype"];
+  if (dtype == "float64") {
+    dtype_ = torch::kFloat64;
+  } else if (dtype == "float32") {
+    dtype_ = torch::kFloat32;
+  } else {
+    error->all(FLERR, "pair_coeff: " + model_path_ + " has unsupported model_dtype '" + dtype + "'");
+  }
+  try {
+    r_max_ = std::stod(metadata["r_max"]);
+  } catch (const std::exception &) {
+    error->all(FLERR, "pair_coeff: " + model_path_ + " has no valid r_max metadata ('" + metadata["r_max"] + "')");
+  }
+  model_type_names_.clear();
+  std::istringstream names(metadata["type_names"]);
+  for (std::string name; names >> name;) model_type_names_.push_back(name);
+
+  // map LAMMPS types (1..ntypes) to model types by name; every type must be known to the model
+  type_map_.assign(ntypes + 1, -1);
+  for (int itype = 1; itype <= ntypes; itype++) {
+    const std::string name = arg[2 + itype];
+    auto it = std::find(model_type_names_.begin(), model_type_names_.end(), name);
+    if (it == model_type_names_.end())
+      error->all(FLERR, "pair_coeff: LAMMPS atom type " + std::to_string(itype) + " is mapped to '" + name +
+                            "', which " + model_path_ + " does not know (model types: " + join(model_type_names_) +
+                            ")");
+    type_map_[itype] = it - model_type_names_.begin();
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+
+  if (comm->me == 0) {
+    std::string line = "qallegro: loaded " + model_path_ + " (kind " + metadata["model_kind"] + ", " + dtype +
+                       ", r_max " + metadata["r_max"] + " A, qallegro " + metadata["qallegro_version"] +
+                       ", ops: " + (ops.loaded ? ops.source : "not loaded") + ")\n  type map:";
+    for (int itype = 1; itype <= ntypes; itype++)
+      line += " " + std::to_string(itype) + "->" + model_type_names_[type_map_[itype]];
+    utils::logmesg(lmp, line + "\n");
+  }
+}
+
+void PairQAllegro::init_style() {
+  if (force->newton_pair == 0)
+    error->all(FLERR, "pair_style qallegro requires newton pair on (forces on ghost atoms are reverse-communicated)");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairQAllegro::init_one(int i, int j) {
+  if (setflag[i][j] == 0) error->all(FLERR, "pair_style qallegro: pair_coeff * * was not given for all types");
+  return r_max_;
+}
+
+void PairQAllegro::compute(int eflag, int vflag) {
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style qallegro does not compute per-atom virials (compute stress/atom, centroid/stress/atom)");
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int inum = list->inum;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cutsq_model = r_max_ * r_max_;
+
+  // edges: centre i local, neighbour j local or ghost, |r_ij| < r_max (the model's strict cutoff);
+  // LAMMPS's list also holds pairs out to r_max + skin
+  std::vector<int64_t> centres, neighbours;
+  for (int ii = 0; ii < inum; ii++) {
+    const int i = ilist[ii];
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
+        centres.push_back(i);
+        neighbours.push_back(j);
+      }
+    }
+  }
+  const int64_t nedges = static_cast<int64_t>(centres.size());
+
+  auto pos = torch::empty({nall, 3}, torch::TensorOptions().dtype(torch::kFloat64));
+  auto atom_types = torch::empty({nall}, torch::TensorOptions().dtype(torch::kInt64));
+  auto edge_index = torch::empty({2, nedges}, torch::TensorOptions().dtype(torch::kInt64));
+  {
+    auto p = pos.accessor<double, 2>();
+    auto t = atom_types.accessor<int64_t, 1>();
+    for (int i = 0; i < nall; i++) {
+      p[i][0] = x[i][0];
+      p[i][1] = x[i][1];
+      p[i][2] = x[i][2];
+      t[i] = type_map_[type[i]];
+    }
+    std::copy(centres.begin(), centres.end(), edge_index.data_ptr<int64_t>());
+    std::copy(neighbours.begin(), neighbours.end(), edge_index.data_ptr<int64_t>() + nedges);
+  }
+
+  c10::Dict<std::string, torch::Tensor> input;
+  input.insert("pos", pos.to(device_, dtype_));
+  input.insert("edge_index", edge_index.to(device_));
+  input.insert("atom_types", atom_types.to(device_));
+  input.insert("num_local", torch::full({1}, static_cast<int64_t>(nlocal), torch::kInt64).to(device_));
+
+  torch::Tensor forces, atomic_energy, model_virial;
+  try {
+    // the model takes forces and virial by autograd: grad mode must be on whatever the host set
+    torch::AutoGradMode grad_mode(true);
+    auto output = model_.forward({input}).toGenericDict();
+    forces = output.at("forces").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
+    atomic_energy = output.at("atomic_energy").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
+    model_virial = output.at("virial").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style qallegro: model " + model_path_ + " failed: " + first_line(e.what()));
+  }
+  if (forces.size(0) != nall || atomic_energy.size(0) != nall)
+    error->one(FLERR, "pair_style qallegro: model returned " + std::to_string(forces.size(0)) +
+                          " forces for " + std::to_string(nall) + " atoms");
+
+  // ghost forces are summed onto their owners by LAMMPS's reverse communication (newton on)
+  auto fm = forces.accessor<double, 2>();
+  for (int i = 0; i < nall; i++) {
+    f[i][0] += fm[i][0];
+    f[i][1] += fm[i][1];
+    f[i][2] += fm[i][2];
+  }
+  // ghosts' energies belong to their owner ranks' local copies: count local atoms only
+  auto e = atomic_energy.accessor<double, 2>();
+  if (eflag_global)
+    for (int i = 0; i < nlocal; i++) eng_vdwl += e[i][0];
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) eatom[i] += e[i][0];
+  if (vflag_global) {
+    auto v = model_virial.accessor<double, 3>();
+    // LAMMPS's order: xx, yy, zz, xy, xz, yz (the model's virial is symmetric)
+    virial[0] += v[0][0][0];
+    virial[1] += v[0][1][1];
+    virial[2] += v[0][2][2];
+    virial[3] += v[0][0][1];
+    virial[4] += v[0][0][2];
+    virial[5] += v[0][1][2];
+  }
+}

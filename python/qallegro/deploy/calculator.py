@@ -1,0 +1,102 @@
+"""ASE calculator for qallegro models: ``QAllegroCalculator(path_or_model, device=...)``.
+
+It runs the same forward as the exported TorchScript file (:class:`~qallegro.deploy.export.
+DeployedModel`), so ASE, LAMMPS and pair_allegro-style hosts see one contract.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+import qallegro.deploy.export as _export
+
+
+class QAllegroCalculator(Calculator):
+    """Energy (eV), free_energy (eV), forces (eV/Å), stress (eV/Å³, ASE sign) and per-atom
+    energies (eV) from a qallegro model.
+
+    path_or_model: a file written by ``qallegro export`` or an ``nn.Module`` on the qallegro data
+    contract (with ``type_names``, ``r_max`` and ``kind`` attributes, as ``qallegro.models.build``
+    returns). device: torch device the model runs on ("cpu", "cuda", ...).
+    Atoms are mapped to model types by chemical symbol; stress needs a cell with volume.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(
+        self,
+        path_or_model: Union[str, os.PathLike, torch.nn.Module],
+        device: Union[str, torch.device] = "cpu",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        if isinstance(path_or_model, torch.nn.Module):
+            deployed = _export.wrap(path_or_model)
+            dtype = _export.model_dtype(path_or_model)
+            self.metadata: Dict[str, str] = _export.metadata_of(deployed, dtype)
+            self.model = deployed.to(self.device)
+        else:
+            self.model, self.metadata = _export.load(path_or_model, device=self.device)
+        self.dtype = _export.dtype_of(self.metadata)
+        self.r_max = float(self.metadata["r_max"])
+        self.type_names: List[str] = self.metadata["type_names"].split()
+        self._type_index = {name: k for k, name in enumerate(self.type_names)}
+
+    def atom_types(self, symbols: Sequence[str]) -> torch.Tensor:
+        """[N] int64 type indices of ``symbols``; ValueError names the first unknown atom."""
+        types = []
+        for index, symbol in enumerate(symbols):
+            if symbol not in self._type_index:
+                raise ValueError(
+                    f"atom {index} is {symbol!r}, which this model does not know "
+                    f"(its types: {' '.join(self.type_names)})"
+                )
+            types.append(self._type_index[symbol])
+        return torch.tensor(types, dtype=torch.long)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        atom_type = self.atom_types(atoms.get_chemical_symbols())
+        pos = torch.tensor(atoms.get_positions(), dtype=self.dtype)
+        pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+        cell_np = np.asarray(atoms.get_cell()[:], dtype=float)
+        has_cell = bool(pbc.any())
+        cell = torch.tensor(cell_np if has_cell else np.zeros((3, 3)), dtype=self.dtype)
+        # the neighbour list runs where the model does not matter: its output is small integers
+        from qallegro.ops import neighbor_list
+
+        edge_index, shifts = neighbor_list(pos, self.r_max, cell if has_cell else None, pbc.tolist())
+        data = {
+            "pos": pos.to(self.device),
+            "atom_types": atom_type.to(self.device),
+            "edge_index": edge_index.to(self.device),
+            "edge_cell_shift": shifts.to(device=self.device, dtype=self.dtype),
+            "cell": cell.reshape(1, 3, 3).to(self.device),
+        }
+        out = self.model(data)
+        energies = out["atomic_energy"].detach().reshape(-1).cpu().double().numpy()
+        energy = float(out["total_energy"].detach().sum())
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = energies
+        self.results["forces"] = out["forces"].detach().cpu().double().numpy()
+        volume = abs(float(np.linalg.det(cell_np))) if has_cell else 0.0
+        if volume > 0.0:
+            virial = out["virial"].detach().reshape(3, 3).cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-virial / volume)
+        elif "stress" in properties:
+            raise PropertyNotImplementedError(
+                "stress needs a periodic cell with non-zero volume; these atoms have pbc="
+                f"{pbc.tolist()} and cell volume {volume:.3g} Å^3"
+            )
+
+
+__all__ = ["QAllegroCalculator"]

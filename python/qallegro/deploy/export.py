@@ -1,0 +1,304 @@
+"""TorchScript export of a qallegro model with pair_allegro's input/output contract.
+
+The exported file is a TorchScript archive whose ``forward`` takes one ``Dict[str, Tensor]``:
+
+==================== ============ ==========================================================
+key                  shape        meaning
+==================== ============ ==========================================================
+``pos``              [N, 3]       positions, Å, in the model's dtype (local atoms first, then
+                                  ghost/image atoms if the host uses them)
+``edge_index``       [2, E] int64 row 0 = centre i, row 1 = neighbour j; both directions; only
+                                  pairs with ``|r_ij| < r_max``
+``atom_types``       [N] int64    index into the model's ``type_names`` (``atom_type`` is
+                                  accepted too)
+``edge_cell_shift``  [E, 3]       optional, integer-valued: ``r_ij = pos[j] - pos[i] +
+                                  edge_cell_shift @ cell``; absent means zero (ghost atoms)
+``cell``             [1, 3, 3]    optional, rows are lattice vectors, Å; absent means zero
+``num_local``        [1] int64    optional: only the first ``num_local`` atoms' energies are
+                                  summed into ``total_energy`` (the rest are ghosts)
+==================== ============ ==========================================================
+
+and returns ``atomic_energy`` [N, 1] eV, ``total_energy`` [1, 1] eV, ``forces`` [N, 3] eV/Å
+(``-dE/dpos`` for every given atom, ghosts included, so a host can reverse-communicate them) and
+``virial`` [1, 3, 3] eV (``-dE/dε`` for a symmetric strain ε; nequip's and LAMMPS's sign, so
+ASE's stress is ``-virial / volume``). These are the keys pair_allegro passes and reads.
+
+Metadata are stored as TorchScript extra files (read them with :func:`read_metadata` or, in C++,
+``torch::jit::load(path, device, extra_files)``); see :data:`METADATA_KEYS`. ``type_names`` is a
+space-separated list in type-index order, which is the order LAMMPS's ``pair_coeff * * file.pt
+Cu Li`` names refer to. Models that call ``torch.ops.qallegro.*`` need ``libqallegro_ops.so``
+loaded in the host process first: ``qallegro.ops.library_path()`` names the file; in C++ ``dlopen``
+it with ``RTLD_GLOBAL`` (the LAMMPS plugin does), or ``LD_PRELOAD`` it for other hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+#: Format version of the export; bumped when the forward contract changes.
+FORMAT_VERSION = "1"
+
+#: Extra files written into every export. ``num_types``, ``per_edge_type_cutoff`` and
+#: ``allow_tf32`` are the names pair_allegro reads, so its users can load the file as well.
+METADATA_KEYS: Tuple[str, ...] = (
+    "qallegro_format",
+    "qallegro_version",
+    "model_kind",
+    "model_dtype",
+    "r_max",
+    "type_names",
+    "num_types",
+    "per_edge_type_cutoff",
+    "allow_tf32",
+)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class DeployedModel(torch.nn.Module):
+    """Wraps a model on the qallegro data contract into the pair_allegro-style forward above.
+
+    The inner model receives one structure as the batch dict of ``qallegro.data`` (``pos``,
+    ``atom_type``, ``edge_index``, ``edge_cell_shift``, ``cell`` [1,3,3], ``pbc`` [1,3],
+    ``batch``, ``num_atoms``) and must return ``atomic_energy`` [N, 1]. When it also returns
+    ``forces`` and ``virial`` (``model_computes_forces``) those are used; otherwise forces and
+    virial are taken here by autograd through a symmetric strain of positions and cell.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        type_names: Sequence[str],
+        r_max: float,
+        kind: str,
+        model_computes_forces: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.type_names: List[str] = [str(t) for t in type_names]
+        self.num_types: int = len(self.type_names)
+        self.r_max: float = float(r_max)
+        self.kind: str = str(kind)
+        self.model_computes_forces: bool = bool(model_computes_forces)
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        pos = data["pos"]
+        edge_index = data["edge_index"]
+        if "atom_types" in data:
+            atom_type = data["atom_types"]
+        else:
+            atom_type = data["atom_type"]
+        num_atoms = pos.shape[0]
+        if pos.dim() != 2 or pos.shape[1] != 3:
+            raise ValueError("qallegro export: 'pos' must be [N, 3]")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError("qallegro export: 'edge_index' must be [2, E]")
+        if atom_type.shape[0] != num_atoms:
+            raise ValueError("qallegro export: 'atom_types' must have one entry per row of 'pos'")
+        if num_atoms > 0 and (bool((atom_type < 0).any()) or bool((atom_type >= self.num_types).any())):
+            raise ValueError("qallegro export: 'atom_types' holds an index outside [0, num_types)")
+        atom_type = atom_type.to(torch.long)
+        edge_index = edge_index.to(torch.long)
+        if "cell" in data:
+            cell = data["cell"].reshape(1, 3, 3).to(pos.dtype)
+        else:
+            cell = torch.zeros((1, 3, 3), dtype=pos.dtype, device=pos.device)
+        if "edge_cell_shift" in data:
+            edge_cell_shift = data["edge_cell_shift"].to(pos.dtype)
+        else:
+            edge_cell_shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
+        # a cell with volume marks a periodic frame; ghost-atom hosts pass none
+        periodic = bool(torch.linalg.det(cell[0]).abs() > 0.0)
+        pbc = torch.full((1, 3), periodic, dtype=torch.bool, device=pos.device)
+
+        displacement = torch.zeros((3, 3), dtype=pos.dtype, device=pos.device)
+        if not self.model_computes_forces:
+            # strain trick (Knuth et al., CPC 190, 33 (2015)): E(ε) with r -> r(1+ε), cell -> cell(1+ε)
+            displacement.requires_grad_(True)
+            pos = pos.detach().requires_grad_(True)
+        strain = 0.5 * (displacement + displacement.transpose(0, 1))
+        model_input: Dict[str, Tensor] = {
+            "pos": pos + pos @ strain,
+            "atom_type": atom_type,
+            "edge_index": edge_index,
+            "edge_cell_shift": edge_cell_shift,
+            "cell": cell + cell @ strain,
+            "pbc": pbc,
+            "batch": torch.zeros((num_atoms,), dtype=torch.long, device=pos.device),
+            "num_atoms": torch.full((1,), num_atoms, dtype=torch.long, device=pos.device),
+        }
+        out = self.model(model_input)
+        atomic_energy = out["atomic_energy"].reshape(num_atoms, 1)
+        if self.model_computes_forces:
+            forces = out["forces"].reshape(num_atoms, 3)
+            virial = out["virial"].reshape(1, 3, 3)
+        else:
+            grads = torch.autograd.grad([atomic_energy.sum()], [pos, displacement], allow_unused=True)
+            grad_pos = grads[0]
+            grad_strain = grads[1]
+            forces = -grad_pos if grad_pos is not None else torch.zeros_like(pos)
+            virial = (-grad_strain if grad_strain is not None else torch.zeros_like(displacement)).reshape(1, 3, 3)
+        num_local = num_atoms
+        if "num_local" in data:
+            num_local = int(data["num_local"].reshape(-1)[0])
+        total_energy = atomic_energy[:num_local].sum().reshape(1, 1)
+        return {
+            "atomic_energy": atomic_energy.detach(),
+            "total_energy": total_energy.detach(),
+            "forces": forces.detach(),
+            "virial": virial.detach(),
+        }
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a model's parameters (or buffers); float32 when it has none."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _probe_computes_forces(model: torch.nn.Module, num_types: int, r_max: float, dtype: torch.dtype) -> bool:
+    """Whether ``model`` returns forces and virial itself: one call on a two-atom dimer."""
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.5 * r_max, 0.0, 0.0]], dtype=dtype)
+    data = {
+        "pos": pos,
+        "atom_type": torch.tensor([0, min(1, num_types - 1)], dtype=torch.long),
+        "edge_index": torch.tensor([[0, 1], [1, 0]], dtype=torch.long),
+        "edge_cell_shift": torch.zeros((2, 3), dtype=dtype),
+        "cell": torch.zeros((1, 3, 3), dtype=dtype),
+        "pbc": torch.zeros((1, 3), dtype=torch.bool),
+        "batch": torch.zeros((2,), dtype=torch.long),
+        "num_atoms": torch.tensor([2], dtype=torch.long),
+    }
+    out = model(data)
+    if "atomic_energy" not in out:
+        raise ValueError(f"model output has no 'atomic_energy' (keys: {sorted(out.keys())})")
+    return "forces" in out and "virial" in out
+
+
+def wrap(
+    model: torch.nn.Module,
+    type_names: Optional[Sequence[str]] = None,
+    r_max: Optional[float] = None,
+    kind: Optional[str] = None,
+) -> DeployedModel:
+    """A :class:`DeployedModel` around ``model``; missing arguments come from its attributes."""
+    type_names = list(type_names if type_names is not None else getattr(model, "type_names", []))
+    if not type_names:
+        raise ValueError("model has no 'type_names' attribute and none were given")
+    if len(set(type_names)) != len(type_names):
+        raise ValueError(f"type_names must be unique, got {type_names}")
+    if any((not t) or any(c.isspace() for c in t) for t in type_names):
+        raise ValueError(f"type names must be non-empty and contain no spaces, got {type_names}")
+    r_max = float(r_max if r_max is not None else getattr(model, "r_max", float("nan")))
+    if not r_max > 0.0:
+        raise ValueError(f"model has no positive 'r_max' attribute (got {r_max}) and none was given")
+    kind = str(kind if kind is not None else getattr(model, "kind", "unknown"))
+    model = model.eval()
+    computes_forces = _probe_computes_forces(model, len(type_names), r_max, model_dtype(model))
+    return DeployedModel(model, type_names, r_max, kind, computes_forces)
+
+
+def metadata_of(deployed: DeployedModel, dtype: torch.dtype) -> Dict[str, str]:
+    """The extra-file dict written with an export (all values are strings)."""
+    import qallegro
+
+    return {
+        "qallegro_format": FORMAT_VERSION,
+        "qallegro_version": qallegro.__version__,
+        "model_kind": deployed.kind,
+        "model_dtype": str(dtype).replace("torch.", ""),
+        "r_max": repr(deployed.r_max),
+        "type_names": " ".join(deployed.type_names),
+        "num_types": str(deployed.num_types),
+        "per_edge_type_cutoff": "",
+        "allow_tf32": "0",
+    }
+
+
+def export(
+    model: torch.nn.Module,
+    path: Union[str, os.PathLike],
+    type_names: Optional[Sequence[str]] = None,
+    r_max: Optional[float] = None,
+    kind: Optional[str] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Dict[str, str]:
+    """Script ``model`` with :class:`DeployedModel` and write it atomically to ``path``.
+
+    dtype: cast the model first (e.g. ``torch.float64`` for MD that must conserve energy tightly).
+    Returns the metadata written.
+    """
+    if dtype is not None:
+        model = model.to(dtype)
+    dtype = model_dtype(model)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"model dtype must be float32 or float64, got {dtype}")
+    deployed = wrap(model, type_names, r_max, kind)
+    try:
+        scripted = torch.jit.script(deployed)
+    except Exception as exc:  # name the failing model; TorchScript's own message follows
+        raise RuntimeError(f"model of kind {deployed.kind!r} is not TorchScript-scriptable: {exc}") from exc
+    metadata = metadata_of(deployed, dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # write next to the target and rename, so a crash never leaves half a model behind
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp, _extra_files=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return metadata
+
+
+def read_metadata(path: Union[str, os.PathLike]) -> Dict[str, str]:
+    """Metadata of an exported file without running it; ValueError if it is not a qallegro export."""
+    return load(path)[1]
+
+
+def load(
+    path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
+) -> Tuple[torch.jit.ScriptModule, Dict[str, str]]:
+    """Load an exported model and its metadata; ValueError names the file when it is not an export."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    # the op library must be loaded before TorchScript resolves torch.ops.qallegro.* calls
+    import qallegro.ops  # noqa: F401
+
+    extra = {k: "" for k in METADATA_KEYS}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a qallegro export (not a loadable TorchScript archive: {first})") from exc
+    # torch.jit.load returns extra files as bytes
+    extra = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in extra.items()}
+    if not extra["qallegro_format"]:
+        raise ValueError(
+            f"{path} is a TorchScript archive but not a qallegro export (no 'qallegro_format' extra file); "
+            "write it with `qallegro export`"
+        )
+    if extra["qallegro_format"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: qallegro export format {extra['qallegro_format']} is not supported by this "
+            f"qallegro (format {FORMAT_VERSION}); re-export the model"
+        )
+    if extra["model_dtype"] not in _DTYPES:
+        raise ValueError(f"{path}: model_dtype {extra['model_dtype']!r} is not float32 or float64")
+    return module.eval(), extra
+
+
+def dtype_of(metadata: Dict[str, str]) -> torch.dtype:
+    """The torch dtype named by ``metadata['model_dtype']``."""
+    return _DTYPES[metadata["model_dtype"]]
