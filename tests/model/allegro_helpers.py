@@ -77,3 +77,27 @@ def culi_cell(seed: int = 0, n_rep: int = 2, rattle: float = 0.1):
     atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
     atoms.cell = atoms.cell.array @ (np.eye(3) + 0.03 * rng.normal(size=(3, 3)))  # triclinic
     return atoms
+
+
+class ModelCalculator:
+    """Minimal ASE calculator around a qallegro model (test-only; deployment has its own)."""
+
+    @staticmethod
+    def make(model, type_names: Sequence[str]):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        class _Calc(Calculator):
+            implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                super().calculate(atoms, properties, system_changes)
+                data = batch_from_atoms([self.atoms], model.r_max, type_names, dtype=torch.float64)
+                out = model(data)
+                self.results["energy"] = float(out["total_energy"].detach().sum())
+                self.results["free_energy"] = self.results["energy"]
+                self.results["forces"] = out["forces"].detach().numpy().copy()
+                if self.atoms.cell.rank == 3:
+                    s = out["stress"][0].detach().numpy()
+                    self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+        return _Calc()
