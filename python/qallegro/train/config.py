@@ -264,8 +264,36 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise ValueError(f"{source}: model.avg_num_neighbors must be 'auto', a positive number or null; got {a!r}")
 
 
-def check_hparams_against(builder, hparams: Dict[str, Any], source: str = "config") -> None:
-    """Unknown model hyperparameters are errors when the builder's signature lists its arguments."""
+def builder_accepts(builder, kind: str, name: str) -> bool:
+    """Whether ``builder`` takes hyperparameter ``name`` (by signature or its module's resolve_hparams)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
+    if name in params:
+        return True
+    resolve = getattr(inspect.getmodule(builder), "resolve_hparams", None)
+    if resolve is None:
+        return False
+    try:
+        return name in resolve(kind, {})
+    except ValueError:
+        return False
+
+
+def check_hparams_against(builder, hparams: Dict[str, Any], source: str = "config", kind: str = "allegro") -> None:
+    """Unknown model hyperparameters are errors, found before any data is read.
+
+    Uses the builder module's ``resolve_hparams(kind, hparams)`` when it has one (qallegro's
+    builder does), else the builder's signature when it lists its arguments.
+    """
+    resolve = getattr(inspect.getmodule(builder), "resolve_hparams", None)
+    if resolve is not None:
+        try:
+            resolve(kind, dict(hparams))
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{source}: model section: {e}") from e
+        return
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from qallegro.train import checkpoint as ckpt_io
 from qallegro.train import distributed as D
-from qallegro.train.config import TrainConfig, check_hparams_against, config_from_dict
+from qallegro.train.config import TrainConfig, builder_accepts, check_hparams_against, config_from_dict
 from qallegro.train.data_setup import TrainData, prepare_data
 from qallegro.train.dataset import concat, to_device
 from qallegro.train.ema import ExponentialMovingAverage
@@ -143,7 +143,10 @@ def fit(
     if model_builder is not None:
         cfg.model.builder = _builder_spec(model_builder)
     builder = model_builder or ckpt_io.import_builder(cfg.model.builder)
-    check_hparams_against(builder, cfg.model.hparams)
+    check_hparams_against(builder, cfg.model.hparams, kind=cfg.model.kind)
+    if "model_dtype" not in cfg.model.hparams and builder_accepts(builder, cfg.model.kind, "model_dtype"):
+        # build directly in the training precision (buffers such as Clebsch-Gordan tables included)
+        cfg.model.hparams["model_dtype"] = cfg.dtype
 
     device_kind = "cuda" if (cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
     info = D.setup(device_kind)
@@ -335,6 +338,11 @@ def fit(
             best_eval_state = eval_state()
         model.load_state_dict(best_eval_state)
         model.eval()
+        if writes and hasattr(model, "hparams") and hasattr(model, "kind"):
+            # the deployable file (qallegro.model.io format) for export / ASE / evaluate
+            from qallegro.model.io import save_model
+
+            save_model(model, run_path / "best_model.pt")
         return TrainResult(
             model=model, best_metrics=dict(state["best_metrics"]), best_epoch=int(state["best_epoch"]),
             history=list(state["history"]), checkpoint_path=best_path if write_files and best_path.exists() else None,
