@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import numpy as np
+import torch
 from ase.data import chemical_symbols
+
+from qallegro.ops.neighbor_list import periodic_cell_is_singular
 
 
 class DataError(ValueError):
@@ -64,12 +67,8 @@ class Structure:
             raise DataError(f"{where}: unknown element with atomic number {bad[0]}")
         _finite(self.positions, where, "positions")
         _finite(self.cell, where, "cell")
-        if self.pbc.any():
-            rows = self.cell[self.pbc]
-            gram = np.linalg.det(rows @ rows.T) if rows.shape[0] else 0.0
-            scale = max(float(np.abs(rows).max()), 1e-300) if rows.size else 1.0
-            if not gram > 1e-12 * scale ** (2 * rows.shape[0]):
-                raise DataError(
+        if periodic_cell_is_singular(torch.from_numpy(self.cell), torch.from_numpy(self.pbc)):
+            raise DataError(
                     f"{where}: 'cell' is singular along periodic directions (pbc={self.pbc.tolist()}, "
                     f"cell={self.cell.tolist()})"
                 )

@@ -24,6 +24,20 @@ if HAS_KERNELS:
         return edge_index, positions.new_empty((num_edges, 3))
 
 
+def periodic_cell_is_singular(cell: torch.Tensor, pbc: torch.Tensor) -> bool:
+    """True when the lattice vectors of the periodic directions are (nearly) linearly dependent.
+
+    Vectors along non-periodic directions may be anything, zero included (a slab given without its
+    vacuum vector is fine).
+    """
+    rows = cell.double()[pbc.bool()]
+    if rows.shape[0] == 0:
+        return False
+    scale = float(rows.abs().max())
+    gram = float(torch.det(rows @ rows.T))
+    return not (scale > 0 and gram > 1e-12 * scale ** (2 * rows.shape[0]))
+
+
 def _check(positions: torch.Tensor, cutoff: float, cells: torch.Tensor, pbc: torch.Tensor, ptr: torch.Tensor):
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must be [N, 3], got {tuple(positions.shape)}")
@@ -35,12 +49,11 @@ def _check(positions: torch.Tensor, cutoff: float, cells: torch.Tensor, pbc: tor
         bad = int(torch.nonzero(~torch.isfinite(positions).all(dim=1))[0, 0])
         raise ValueError(f"positions contain NaN/inf (first at atom {bad})")
     for b in range(cells.shape[0]):
-        if bool(pbc[b].any()):
-            det = float(torch.det(cells[b].double()))
-            if not abs(det) > 1e-9:
-                raise ValueError(
-                    f"structure {b}: cell is singular (volume {det:.3g} Å^3) but pbc={pbc[b].tolist()}"
-                )
+        if periodic_cell_is_singular(cells[b], pbc[b]):
+            raise ValueError(
+                f"structure {b}: cell {cells[b].tolist()} is singular along its periodic directions "
+                f"(pbc={pbc[b].tolist()})"
+            )
 
 
 def _as_pbc(pbc: _PbcLike, has_cell: bool, device: torch.device) -> torch.Tensor:

@@ -6,6 +6,7 @@ random inputs) and the fallback used when the compiled ops are not available.
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -13,16 +14,22 @@ import torch
 # ---- neighbor_list ------------------------------------------------------------------------------
 
 
-def _image_range(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> list:
-    """Number of periodic images needed along each lattice vector: cutoff / plane spacing."""
+def _image_range(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> list:
+    """Images needed along each periodic lattice vector: cutoff / plane spacing, plus the spread of
+    the atoms' fractional coordinates (atoms need not lie inside the cell)."""
     n = [0, 0, 0]
-    if bool(pbc.any()):
-        volume = torch.abs(torch.det(cell))
-        for k in range(3):
-            if bool(pbc[k]):
-                cross = torch.linalg.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])
-                spacing = float(volume / torch.linalg.norm(cross))
-                n[k] = int(torch.ceil(torch.tensor(cutoff / spacing)).item())
+    if not bool(pbc.any()) or positions.shape[0] == 0:
+        return n
+    rows = cell[pbc]
+    frac = positions @ torch.linalg.pinv(rows)  # coordinates along the periodic vectors
+    gram_det = torch.det(rows @ rows.T)
+    for col, k in enumerate(torch.nonzero(pbc).flatten().tolist()):
+        others = torch.cat([rows[:col], rows[col + 1:]])
+        # distance between lattice planes spanned by the other periodic vectors
+        spacing = float(torch.sqrt(gram_det / torch.det(others @ others.T))) if others.shape[0] else float(
+            torch.linalg.norm(rows[col]))
+        spread = float(frac[:, col].max() - frac[:, col].min())
+        n[k] = int(math.ceil(cutoff / spacing + spread)) + 1
     return n
 
 
@@ -42,7 +49,7 @@ def neighbor_list_reference(
         pos = positions[start:stop]
         if pos.shape[0] == 0:
             continue
-        n = _image_range(cells[b], pbc[b], cutoff)
+        n = _image_range(pos, cells[b], pbc[b], cutoff)
         grid = torch.stack(
             torch.meshgrid(*[torch.arange(-m, m + 1, device=device) for m in n], indexing="ij"), dim=-1
         ).reshape(-1, 3).to(dtype)
