@@ -6,8 +6,6 @@ it with forces and stress by autograd and reads/writes the batch dictionary of t
 Both are TorchScript-scriptable.
 """
 
-from __future__ import annotations
-
 import json
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -280,7 +278,7 @@ class AllegroModel(torch.nn.Module):
 
         if not pos.requires_grad:
             pos = pos.detach().requires_grad_(True)
-        strain = torch.zeros((num_structures, 3, 3), dtype=dtype, device=pos.device, requires_grad=True)
+        strain = torch.zeros((num_structures, 3, 3), dtype=dtype, device=pos.device).requires_grad_(True)
         # symmetric strain (Knuth et al. 2015): its antisymmetric part would be a rotation
         sym = 0.5 * (strain + strain.transpose(-1, -2))
         strained_pos = pos + torch.bmm(pos.unsqueeze(1), torch.index_select(sym, 0, batch)).squeeze(1)

@@ -33,9 +33,8 @@ def model_from_record(record: Dict[str, Any], source: str = "<record>"):
             raise ValueError(f"{source}: not a qallegro model file (missing key {key!r})")
     if record["format"] != FORMAT:
         raise ValueError(f"{source}: unsupported model format {record['format']!r} (expected {FORMAT!r})")
-    hparams = dict(record["hparams"])
-    hparams["seed"] = None  # weights come from the state dict
-    model = build(record["kind"], record["type_names"], record["r_max"], **hparams)
+    # the recorded seed only re-creates the initial weights, which the state dict then replaces
+    model = build(record["kind"], record["type_names"], record["r_max"], **dict(record["hparams"]))
     model.load_state_dict(record["state_dict"])
     return model
 

@@ -8,8 +8,6 @@ A readout is an ``nn.Module`` with
 layer of issue 5) plugs in without touching the rest of the model.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, Callable, Dict, Final, Tuple
 

@@ -7,8 +7,6 @@ nonlinearity that maps 0 to 0 keeps an edge whose radial embedding vanished (at 
 energy, which Allegro's smoothness relies on.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Dict, List, Optional, Type
 
@@ -66,6 +64,8 @@ class ScalarMLP(torch.nn.Module):
     Forward-variance initialisation as nequip's ``ScalarMLPFunction(forward_weight_init=True)``;
     the nonlinearity follows every layer but the last.
     """
+
+    __jit_unused_properties__ = ["linears"]
 
     is_nonlinear: bool
     dims: List[int]

@@ -4,8 +4,6 @@ Distances enter normalised, ``x = r / r_max`` (dimensionless). Musaelian et al. 
 basis times the polynomial envelope of DimeNet (Gasteiger et al. 2020, eq. 8).
 """
 
-from __future__ import annotations
-
 import torch
 
 

@@ -1,7 +1,5 @@
 """Scatter helpers on the first axis (edges -> atoms, atoms -> structures)."""
 
-from __future__ import annotations
-
 import torch
 
 

@@ -1,7 +1,5 @@
 """Spherical harmonics of edge directions (e3nn's real SH, component normalisation)."""
 
-from __future__ import annotations
-
 import torch
 from e3nn import o3
 

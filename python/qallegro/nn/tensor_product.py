@@ -4,8 +4,6 @@ Irreps are lists of ``(l, parity)`` of multiplicity one (parity +1 even, -1 odd)
 back along the last axis of ``[edges, channels, components]`` tensors, as in nequip-allegro.
 """
 
-from __future__ import annotations
-
 from typing import Final, List, Sequence, Tuple
 
 import torch
