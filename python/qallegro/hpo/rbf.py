@@ -1,0 +1,176 @@
+"""Radial-basis-function surrogates with a polynomial tail, as SAMO-COBRA uses them.
+
+de Winter, van Stein, Bäck (EMO 2021), Sec. 3.2: every objective and constraint is modelled by an
+interpolating RBF ``s(x) = sum_i lambda_i phi(||x - x_i||) + c_0 + c^T x + d^T (x * x)`` (the
+"polynomial tail" with pure squares, as in the SACOBRA lineage), for each of six kernels, each fitted
+to two output transforms (plain standardised and plog-standardised); the kernel/transform pair used
+at each iteration is the one with the lowest RMSE of its one-step-ahead predictions.
+
+The interpolation system matrix depends only on the evaluated points and the kernel, so one
+pseudo-inverse per kernel serves every output column (objectives, constraints, both transforms).
+Inputs are assumed scaled to [-1, 1]^d, where the kernel width is 1 (as in the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+KERNELS: Tuple[str, ...] = (
+    "cubic",
+    "gaussian",
+    "multiquadric",
+    "inverse_quadratic",
+    "inverse_multiquadric",
+    "thin_plate_spline",
+)
+
+# phi(0) of each kernel: the constant in the "uncertainty" s^2(x) = phi(0) - l(x)^T M^+ l(x) used by
+# the SMS infill criterion (Sec. 3.4 of the paper; kriging-like variance of an RBF interpolant).
+_PHI_AT_ZERO = {
+    "cubic": 0.0,
+    "thin_plate_spline": 0.0,
+    "gaussian": 1.0,
+    "multiquadric": 1.0,
+    "inverse_quadratic": 1.0,
+    "inverse_multiquadric": 1.0,
+}
+
+
+def kernel_values(kernel: str, r: np.ndarray) -> np.ndarray:
+    """phi(r) for distances ``r`` (any shape, dimensionless, width 1)."""
+    if kernel == "cubic":
+        return r * r * r
+    if kernel == "thin_plate_spline":
+        out = np.zeros_like(r)
+        nz = r > 0
+        out[nz] = r[nz] * r[nz] * np.log(r[nz])  # r^2 log r -> 0 as r -> 0
+        return out
+    r2 = r * r
+    if kernel == "gaussian":
+        return np.exp(-r2)
+    if kernel == "multiquadric":
+        return np.sqrt(1.0 + r2)
+    if kernel == "inverse_quadratic":
+        return 1.0 / (1.0 + r2)
+    if kernel == "inverse_multiquadric":
+        return 1.0 / np.sqrt(1.0 + r2)
+    raise ValueError(f"unknown RBF kernel {kernel!r}; choose from {KERNELS}")
+
+
+def plog(y: np.ndarray) -> np.ndarray:
+    """Sign-preserving logarithm ``sign(y) log(1 + |y|)`` (compresses steep outputs)."""
+    return np.sign(y) * np.log1p(np.abs(y))
+
+
+def plog_inverse(z: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`plog`."""
+    return np.sign(z) * np.expm1(np.abs(z))
+
+
+def _tail(x: np.ndarray) -> np.ndarray:
+    """Polynomial tail rows ``[1, x, x*x]`` for points ``x: [m, d]`` -> ``[m, 2d+1]``."""
+    return np.concatenate([np.ones((x.shape[0], 1)), x, x * x], axis=1)
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``[len(a), len(b)]``."""
+    diff = a[:, None, :] - b[None, :, :]
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
+@dataclass
+class RBFModel:
+    """One kernel's interpolant of several output columns on the same points.
+
+    centres: [n, d] evaluated points (scaled); coef: [n + 2d + 1, k] for k output columns;
+    pinv: [n + 2d + 1, n + 2d + 1] pseudo-inverse of the system matrix (for the SMS variance).
+    """
+
+    kernel: str
+    centres: np.ndarray
+    coef: np.ndarray
+    pinv: np.ndarray
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """Design rows ``[phi(||x - c_i||), 1, x, x*x]`` for points ``x: [m, d]`` -> ``[m, n+2d+1]``."""
+        r = pairwise_distances(x, self.centres)
+        return np.concatenate([kernel_values(self.kernel, r), _tail(x)], axis=1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted (transformed) outputs ``[m, k]`` at ``x: [m, d]``."""
+        return self.features(x) @ self.coef
+
+    def variance(self, x: np.ndarray) -> np.ndarray:
+        """|phi(0) - l(x)^T M^+ l(x)| ``[m]``: zero at the centres, growing away from them."""
+        f = self.features(x)
+        return np.abs(_PHI_AT_ZERO[self.kernel] - np.einsum("ij,jk,ik->i", f, self.pinv, f))
+
+
+def fit_rbf(kernel: str, x: np.ndarray, y: np.ndarray, rcond: float = 1e-14) -> RBFModel:
+    """Interpolate ``y: [n, k]`` at ``x: [n, d]`` with ``kernel`` and a quadratic (pure squares) tail.
+
+    Solves ``[[Phi, P], [P^T, 0]] [lambda; c] = [y; 0]`` by an SVD pseudo-inverse that drops
+    singular values below ``rcond`` times the largest (stable for rank-deficient systems, e.g. fewer
+    points than tail terms during the initial design, as the reference does).
+    """
+    n, d = x.shape
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"fit_rbf: y must be [n={n}, k], got {y.shape}")
+    phi = kernel_values(kernel, pairwise_distances(x, x))
+    p = _tail(x)
+    m = np.zeros((n + p.shape[1], n + p.shape[1]))
+    m[:n, :n] = phi
+    m[:n, n:] = p
+    m[n:, :n] = p.T
+    pinv = np.linalg.pinv(np.nan_to_num(m), rcond=rcond)
+    rhs = np.zeros((m.shape[0], y.shape[1]))
+    rhs[:n] = y
+    return RBFModel(kernel=kernel, centres=x.copy(), coef=pinv @ rhs, pinv=pinv)
+
+
+@dataclass
+class OutputScaling:
+    """Per-column transforms of raw outputs ``y: [n, k]`` to the two training targets.
+
+    Objectives are standardised (z-scores); constraints are divided by their range, which keeps the
+    sign (feasibility) intact, as in the reference. ``plog`` variants apply :func:`plog` first.
+    """
+
+    kind: str  # "objective" | "constraint"
+    loc: np.ndarray  # [2, k]: plain, plog
+    scale: np.ndarray  # [2, k]
+
+    @staticmethod
+    def fit(y: np.ndarray, kind: str) -> "OutputScaling":
+        cols = [y, plog(y)]
+        if kind == "objective":
+            loc = np.stack([c.mean(axis=0) for c in cols])
+            scale = np.stack([c.std(axis=0) for c in cols])
+        elif kind == "constraint":
+            loc = np.zeros((2, y.shape[1]))
+            scale = np.stack([c.max(axis=0) - c.min(axis=0) for c in cols])
+        else:
+            raise ValueError(f"OutputScaling kind must be 'objective' or 'constraint', got {kind!r}")
+        scale = np.where(scale > 0, scale, 1.0)  # constant outputs: leave unscaled
+        return OutputScaling(kind, loc, scale)
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        """Targets ``[n, 2k]``: plain columns then plog columns."""
+        return np.concatenate(
+            [(y - self.loc[0]) / self.scale[0], (plog(y) - self.loc[1]) / self.scale[1]], axis=1
+        )
+
+    def inverse(self, z: np.ndarray, column: int, use_plog: bool) -> np.ndarray:
+        """Raw-unit values of predicted targets ``z`` of output ``column``."""
+        t = int(use_plog)
+        v = z * self.scale[t, column] + self.loc[t, column]
+        return plog_inverse(v) if use_plog else v
+
+
+def fit_bank(x: np.ndarray, y: np.ndarray, scaling: OutputScaling) -> Dict[str, RBFModel]:
+    """All kernels fitted to all targets of ``y: [n, k]`` -> {kernel: model with 2k columns}."""
+    targets = scaling.forward(y)
+    return {k: fit_rbf(k, x, targets) for k in KERNELS}

@@ -1,0 +1,272 @@
+"""SAMO-COBRA: Self-Adaptive Multi-Objective Constrained Optimisation by RBF approximations.
+
+de Winter, van Stein, Bäck, EMO 2021 (LNCS 12654, pp. 331-343). Minimises ``n_obj`` expensive
+objectives subject to ``n_con`` expensive constraints ``g(x) <= 0`` in a box, one evaluation per
+iteration:
+
+1. scale the box to [-1, 1]^d; evaluate an initial design of d + 1 points (Halton by default);
+2. fit RBF surrogates (6 kernels x {standardised, plog}) to every objective and constraint;
+3. for each output keep the kernel/transform with the lowest RMSE of its one-step-ahead predictions
+   (over iterations that improved the hypervolume plus the last four);
+4. choose the next point by maximising the predicted hypervolume gain (PHV or SMS), subject to the
+   predicted constraints tightened by the margin EPS^2 and a minimum distance to evaluated points,
+   with multi-start COBYLA (see :mod:`qallegro.hpo.infill`);
+5. evaluate, shrink EPS by 10% after a feasible point or grow it by 10% (up to EPS_max) after an
+   infeasible one, and repeat until the budget is spent.
+
+:class:`SamoCobra` exposes ask/tell so the same state drives :func:`minimize` and the Optuna sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import moocore
+import numpy as np
+from scipy.stats import qmc
+
+from qallegro.hpo.infill import Choice, InfillProblem, Predictor, StartBudget, hypervolume, solve_infill
+from qallegro.hpo.rbf import KERNELS, OutputScaling, fit_rbf
+
+__all__ = ["SamoCobra", "SamoCobraResult", "minimize", "pareto_mask"]
+
+
+def pareto_mask(f: np.ndarray, g: Optional[np.ndarray] = None) -> np.ndarray:
+    """Boolean mask [n] of feasible (all ``g <= 0``) points of ``f: [n, m]`` that no feasible point dominates."""
+    feasible = np.ones(len(f), bool) if g is None or g.size == 0 else np.all(g <= 0, axis=1)
+    mask = np.zeros(len(f), bool)
+    idx = np.flatnonzero(feasible)
+    if len(idx):
+        # keep_weakly=False also drops duplicates of a front point (one copy stays)
+        mask[idx] = moocore.is_nondominated(f[idx], keep_weakly=False)
+    return mask
+
+
+def initial_design(kind: str, n: int, d: int, seed: int) -> np.ndarray:
+    """``n`` points in [-1, 1]^d: "halton" (scrambled), "lhs" or "random"."""
+    if kind == "halton":
+        u = qmc.Halton(d, scramble=True, seed=seed).random(n)
+    elif kind == "lhs":
+        u = qmc.LatinHypercube(d, seed=seed).random(n)
+    elif kind == "random":
+        u = np.random.default_rng(seed).random((n, d))
+    else:
+        raise ValueError(f"init_design must be 'halton', 'lhs' or 'random', got {kind!r}")
+    return 2.0 * u - 1.0
+
+
+@dataclass
+class SamoCobra:
+    """Ask/tell state of one SAMO-COBRA run in the scaled space [-1, 1]^dim.
+
+    Arguments: dim, n_obj, n_con; ref_point [n_obj] for the hypervolume (raw objective units);
+    seed; infill "PHV" | "SMS"; init_design "halton" | "lhs" | "random"; n_init (default dim + 1);
+    eps_init / eps_max: constraint safety margins (defaults 0.02 / 0.04 of the box width 2, as the
+    reference).
+    """
+
+    dim: int
+    n_obj: int
+    n_con: int
+    ref_point: Sequence[float]
+    seed: int = 0
+    infill: str = "PHV"
+    init_design: str = "halton"
+    n_init: Optional[int] = None
+    eps_init: float = 0.04
+    eps_max: float = 0.08
+    kernels: Tuple[str, ...] = KERNELS
+    x: np.ndarray = field(init=False)
+    f: np.ndarray = field(init=False)
+    g: np.ndarray = field(init=False)
+    hv_progress: List[float] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.infill not in ("PHV", "SMS"):
+            raise ValueError(f"infill must be 'PHV' or 'SMS', got {self.infill!r}")
+        self.ref_point = np.asarray(self.ref_point, dtype=float)
+        if self.ref_point.shape != (self.n_obj,):
+            raise ValueError(f"ref_point must have {self.n_obj} entries, got {self.ref_point.shape}")
+        self.n_init = self.n_init or self.dim + 1
+        self.x = np.zeros((0, self.dim))
+        self.f = np.zeros((0, self.n_obj))
+        self.g = np.zeros((0, self.n_con))
+        self.eps = np.full(self.n_con, self.eps_init)
+        self.budget = StartBudget(self.dim + self.n_obj + self.n_con)
+        self._design = initial_design(self.init_design, self.n_init, self.dim, self.seed)
+        self._rng = np.random.default_rng(self.seed)
+        # one-step-ahead squared errors: [iterations, n_obj + n_con, kernels, (plain, plog)]
+        self._sq_errors: List[np.ndarray] = []
+        self._improved: List[bool] = []
+        self._bank = None
+
+    # ---- data -------------------------------------------------------------------------------
+    def _targets(self) -> Tuple[np.ndarray, OutputScaling, Optional[OutputScaling]]:
+        obj = OutputScaling.fit(self.f, "objective")
+        cols = [obj.forward(self.f)]
+        con = None
+        if self.n_con:
+            con = OutputScaling.fit(self.g, "constraint")
+            cols.append(con.forward(self.g))
+        return np.concatenate(cols, axis=1), obj, con
+
+    def _fit(self):
+        if self._bank is None:
+            y, obj, con = self._targets()
+            self._bank = ({k: fit_rbf(k, self.x, y) for k in self.kernels}, obj, con)
+        return self._bank
+
+    def _all_predictions(self, x: np.ndarray) -> np.ndarray:
+        """Raw-unit predictions of every candidate surrogate at x [d] -> [n_obj + n_con, kernels, 2]."""
+        bank, obj, con = self._fit()
+        out = np.empty((self.n_obj + self.n_con, len(self.kernels), 2))
+        for ki, k in enumerate(self.kernels):
+            z = bank[k].predict(x[None, :])[0]
+            for i in range(self.n_obj):
+                out[i, ki, 0] = obj.inverse(z[i], i, False)
+                out[i, ki, 1] = obj.inverse(z[self.n_obj + i], i, True)
+            base = 2 * self.n_obj
+            for j in range(self.n_con):
+                out[self.n_obj + j, ki, 0] = con.inverse(z[base + j], j, False)
+                out[self.n_obj + j, ki, 1] = con.inverse(z[base + self.n_con + j], j, True)
+        return out
+
+    def front(self) -> np.ndarray:
+        """Feasible Pareto front [p, n_obj] of the evaluations so far."""
+        return self.f[pareto_mask(self.f, self.g)]
+
+    def current_hv(self) -> float:
+        return hypervolume(self.front(), self.ref_point)
+
+    # ---- ask / tell ---------------------------------------------------------------------------
+    def tell(self, x: np.ndarray, f: Sequence[float], g: Sequence[float] = ()) -> None:
+        """Record an evaluation at scaled ``x: [d]`` with objectives ``f: [n_obj]`` and constraints ``g: [n_con]``."""
+        x = np.asarray(x, dtype=float).reshape(self.dim)
+        f = np.asarray(f, dtype=float).reshape(self.n_obj)
+        g = np.asarray(g, dtype=float).reshape(self.n_con)
+        if not (np.all(np.isfinite(f)) and np.all(np.isfinite(g))):
+            raise ValueError(f"SamoCobra.tell: non-finite objectives {f} or constraints {g} at x={x}")
+        post_init = len(self.x) >= self.n_init
+        if post_init:
+            truth = np.concatenate([f, g])[:, None, None]
+            self._sq_errors.append((self._all_predictions(x) - truth) ** 2)
+            # EPS adapts after every infill evaluation (Tfeas = Tinfeas = 1 in the reference)
+            feasible = g <= 0
+            self.eps = np.where(feasible, self.eps * 0.9, np.minimum(self.eps * 1.1, self.eps_max))
+        hv_before = self.hv_progress[-1] if self.hv_progress else 0.0
+        self.x = np.vstack([self.x, x])
+        self.f = np.vstack([self.f, f])
+        self.g = np.vstack([self.g, g])
+        self._bank = None
+        hv = self.current_hv()
+        self.hv_progress.append(hv)
+        if post_init:
+            self._improved.append(hv > hv_before)
+
+    def choose_models(self) -> Tuple[List[Choice], List[Choice]]:
+        """Per output, the kernel/transform with the lowest one-step-ahead RMSE (cubic, plain if no history)."""
+        n_out = self.n_obj + self.n_con
+        if not self._sq_errors:
+            default = [Choice("cubic" if "cubic" in self.kernels else self.kernels[0], False)] * n_out
+            return default[: self.n_obj], default[self.n_obj :]
+        err = np.stack(self._sq_errors)  # [t, outputs, kernels, 2]
+        use = np.array(self._improved, bool)
+        use[-4:] = True  # the last four iterations always count
+        rmse = np.sqrt(err[use].mean(axis=0))  # [outputs, kernels, 2]
+        choices = []
+        for o in range(n_out):
+            ki, t = np.unravel_index(np.argmin(rmse[o]), rmse[o].shape)
+            choices.append(Choice(self.kernels[ki], bool(t)))
+        return choices[: self.n_obj], choices[self.n_obj :]
+
+    def ask(self, pending: Optional[np.ndarray] = None) -> np.ndarray:
+        """Next scaled point [d]; ``pending: [q, d]`` are points being evaluated elsewhere (kept apart)."""
+        n = len(self.x)
+        pending = np.zeros((0, self.dim)) if pending is None else np.asarray(pending, float).reshape(-1, self.dim)
+        if n + len(pending) < self.n_init:
+            return self._design[n + len(pending)].copy()
+        if n < self.n_init:
+            # too few evaluations for the surrogates while others run: a random point away from them
+            return self._rng.uniform(-1.0, 1.0, self.dim)
+        bank, obj, con = self._fit()
+        obj_choice, con_choice = self.choose_models()
+        predictor = Predictor(bank, obj, con, obj_choice, con_choice)
+        front = self.front()
+        if len(pending):
+            # "kriging believer": running trials count at their predicted values, so concurrent
+            # workers are steered to different parts of the front
+            believed = np.array([predictor(p)[0] for p in pending])
+            believed_ok = np.array([np.all(predictor(p)[1] <= 0) for p in pending])
+            both = np.vstack([front, believed[believed_ok]])
+            front = both[pareto_mask(both)]
+        problem = InfillProblem(
+            predictor=predictor,
+            front=front,
+            ref_point=self.ref_point,
+            eps=self.eps,
+            extra_avoid=pending,
+            criterion=self.infill,
+        )
+        return solve_infill(problem, self.budget, self._rng)
+
+
+@dataclass
+class SamoCobraResult:
+    """Evaluations in original units: x [n, d], f [n, n_obj], g [n, n_con]; hv_progress [n]."""
+
+    x: np.ndarray
+    f: np.ndarray
+    g: np.ndarray
+    hv_progress: np.ndarray
+
+    @property
+    def pareto_mask(self) -> np.ndarray:
+        return pareto_mask(self.f, self.g)
+
+    @property
+    def pareto_front(self) -> np.ndarray:
+        return self.f[self.pareto_mask]
+
+    @property
+    def pareto_set(self) -> np.ndarray:
+        return self.x[self.pareto_mask]
+
+
+Objective = Callable[[np.ndarray], Union[Sequence[float], Tuple[Sequence[float], Sequence[float]]]]
+
+
+def minimize(
+    fun: Objective,
+    bounds: Sequence[Tuple[float, float]],
+    n_obj: int,
+    n_con: int,
+    ref_point: Sequence[float],
+    budget: int,
+    seed: int = 0,
+    callback: Optional[Callable[[SamoCobra], None]] = None,
+    **options,
+) -> SamoCobraResult:
+    """Minimise ``fun`` over the box ``bounds`` with at most ``budget`` evaluations.
+
+    ``fun(x)`` takes x [d] in original units and returns (objectives [n_obj], constraints [n_con])
+    with ``g <= 0`` feasible, or just the objectives when ``n_con == 0``. ``options`` go to
+    :class:`SamoCobra` (infill, init_design, n_init, eps_init, eps_max, kernels).
+    """
+    lb, ub = np.asarray(bounds, dtype=float).T
+    if np.any(ub <= lb):
+        raise ValueError(f"minimize: every bound needs lower < upper, got {list(zip(lb, ub))}")
+    opt = SamoCobra(len(lb), n_obj, n_con, ref_point, seed=seed, **options)
+    if budget <= opt.n_init:
+        raise ValueError(f"minimize: budget {budget} must exceed the initial design size {opt.n_init}")
+    xs = []
+    for _ in range(budget):
+        xs_scaled = opt.ask()
+        x = lb + (xs_scaled + 1.0) * 0.5 * (ub - lb)
+        out = fun(x)
+        f, g = (out, ()) if n_con == 0 else out
+        opt.tell(xs_scaled, f, g)
+        xs.append(x)
+        if callback is not None:
+            callback(opt)
+    return SamoCobraResult(np.array(xs), opt.f.copy(), opt.g.copy(), np.array(opt.hv_progress))
