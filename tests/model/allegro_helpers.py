@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -13,7 +12,7 @@ TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-4, 2e-5)}
 #: nequip-allegro parity target of issue 3 (relative, float64)
 PARITY_RTOL = 1e-8
 
-DATA = Path("/work/shared/data")
+from tests.conftest import SHARED_DATA as DATA  # honours QALLEGRO_SHARED_DATA
 
 SMALL = dict(
     l_max=2,

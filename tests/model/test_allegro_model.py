@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from allegro_helpers import SMALL, TOL, batch_from_atoms, culi_cell
+from tests.model.allegro_helpers import SMALL, TOL, batch_from_atoms, culi_cell
 
 import qallegro.models as models
 from qallegro.model.readouts import AtomEnergyReadout, register_readout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from allegro_helpers import DATA, PARITY_RTOL, SMALL, batch_from_atoms, culi_cell, read_frames
+from tests.model.allegro_helpers import DATA, PARITY_RTOL, SMALL, batch_from_atoms, culi_cell, read_frames
 
 import qallegro.models as models
 

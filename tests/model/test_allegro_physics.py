@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from allegro_helpers import DATA, SMALL, TOL, ModelCalculator, batch_from_atoms, culi_cell, read_frames
+from tests.model.allegro_helpers import DATA, SMALL, TOL, ModelCalculator, batch_from_atoms, culi_cell, read_frames
 
 import qallegro.models as models
 

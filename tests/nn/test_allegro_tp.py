@@ -4,7 +4,7 @@ from typing import List, Tuple
 
 import pytest
 import torch
-from nn_tolerances import DTYPES, TOL
+from tests.nn.nn_tolerances import DTYPES, TOL
 
 from qallegro.ops import reference
 from qallegro.ops.allegro_tp import allegro_tp, cg_table, irreps_dim, tp_paths
