@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     result = fit(cfg, resume=args.resume if args.resume is True else (Path(args.resume) if args.resume else False),
                  run_dir=args.run_dir, max_epochs=args.max_epochs, time_budget=args.time_budget,
                  progress=False if args.no_progress else None)
-    import torch.distributed as dist
+    import os
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
         print(f"stopped: {result.stop_reason} after {len(result.history)} epochs, {result.elapsed:.1f} s")
         print(f"best epoch {result.best_epoch}: " + json.dumps({k: round(v, 6) for k, v in result.best_metrics.items()
                                                                  if k.startswith("val_") or k == "train_loss"}))

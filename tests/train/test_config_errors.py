@@ -1,0 +1,87 @@
+"""Bad configs and bad data fail with a clear message before any training step."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import standin_config, teacher_structures
+from qallegro.train import fit, load_config
+from qallegro.train.config import config_from_dict
+
+
+def _no_training(epoch, row):  # pragma: no cover - reaching it means the error came too late
+    raise AssertionError("training started before the config error was raised")
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) training\.max_epoch\b"):
+        config_from_dict({"training": {"max_epoch": 3}})
+    with pytest.raises(ValueError, match="unknown top-level key"):
+        config_from_dict({"trainig": {}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optimizer": {"name": "adam", "learning_rate": 0.1}}))
+    with pytest.raises(ValueError, match=rf"{path}.*optimizer\.learning_rate"):
+        load_config(path)
+    # model keys are checked against the builder (qallegro's resolve_hparams) before data is read
+    with pytest.raises(ValueError, match="num_layer"):
+        fit({"data": {"train": str(tmp_path / "absent.extxyz")}, "model": {"kind": "allegro", "num_layer": 2}})
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"dtype": "float16"}, "dtype"),
+    ({"optimizer": {"name": "sgd"}}, "optimizer.name"),
+    ({"data": {"train_size": 1.5}}, "data.train_size"),
+    ({"training": {"ema_decay": 1.0}}, "training.ema_decay"),
+    ({"model": {"per_type_energy_shifts": "median"}}, "model.per_type_energy_shifts"),
+    ({"loss": {"energy_weight": 0, "forces_weight": 0}}, "loss weights are zero"),
+])
+def test_bad_values_name_the_key(bad, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(bad)
+
+
+def test_element_absent_from_data(tmp_path):
+    cfg = standin_config(tmp_path, data__type_names=["H", "C", "O"])
+    with pytest.raises(ValueError, match=r"\['C'\].*do not occur in the training data"):
+        fit(cfg, teacher_structures(6), callback=_no_training)
+
+
+def test_element_in_data_missing_from_type_names(tmp_path):
+    cfg = standin_config(tmp_path, data__type_names=["H"])
+    with pytest.raises(ValueError, match=r"element\(s\) \['O'\] not in the model's type_names"):
+        fit(cfg, teacher_structures(6), callback=_no_training)
+
+
+def test_no_forces_while_loss_needs_them(tmp_path):
+    structures = teacher_structures(6, with_forces=False)
+    with pytest.raises(ValueError, match=r"no 'forces' label.*loss\.forces_weight > 0"):
+        fit(standin_config(tmp_path), structures, callback=_no_training)
+    # energies only works once the force term (and the force-derived scale) are switched off
+    cfg = standin_config(tmp_path, loss__forces_weight=0.0, model__per_type_energy_scales=None,
+                         training__max_epochs=1)
+    assert fit(cfg, structures, write_files=False).history[0]["epoch"] == 1
+
+
+def test_no_stress_while_loss_needs_it(tmp_path):
+    with pytest.raises(ValueError, match=r"no 'stress' label.*loss\.stress_weight"):
+        fit(standin_config(tmp_path, loss__stress_weight=1.0), teacher_structures(6), callback=_no_training)
+
+
+def test_r_max_mismatch_between_checkpoint_and_config(tmp_path):
+    structures = teacher_structures(6)
+    fit(standin_config(tmp_path, training__max_epochs=1), structures)
+    changed = standin_config(tmp_path, training__max_epochs=2)
+    changed["model"]["r_max"] = 2.5
+    with pytest.raises(ValueError, match=r"r_max=3\.0 Å but the config has model\.r_max=2\.5"):
+        fit(changed, structures, resume=True, callback=_no_training)
+    # the same for fine-tuning from a checkpoint
+    init = standin_config(tmp_path / "ft", training__max_epochs=1)
+    init["model"].update(r_max=2.5, initialize_from=str(tmp_path / "run" / "best.pt"))
+    with pytest.raises(ValueError, match=r"r_max=3\.0 Å but the config has model\.r_max=2\.5"):
+        fit(init, structures, callback=_no_training)
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        fit(standin_config(tmp_path), teacher_structures(6), resume=True)
