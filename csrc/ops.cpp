@@ -12,6 +12,16 @@ TORCH_LIBRARY(qallegro, m) {
     m.def("neighbor_list(Tensor positions, float cutoff, Tensor cells, Tensor pbc, Tensor ptr) -> (Tensor, Tensor)");
 
     // ---- allegro_tp (issue 4) -----------------------------------------------------------------
+    // Allegro layer tensor product (python/qallegro/ops/allegro_tp.py has the contract):
+    // tensor_features [E,mul,dim1], env_edge [E,mul,dim2], edge_center [E] int64, node_norm [N],
+    // weights [mul,P], cg_indices [K,4] int64 rows (path,i,j,k), cg_values [K] -> [E,mul,dim_out].
+    // Fused: env scatter (per centre), gather and CG contraction without an [E,mul,dim2] gather.
+    m.def("allegro_tp(Tensor tensor_features, Tensor env_edge, Tensor edge_center, Tensor node_norm, Tensor weights, Tensor cg_indices, Tensor cg_values, int dim_out) -> Tensor");
+    // Vector-Jacobian product: (d tensor_features, d env_edge, d node_norm, d weights [mul,P]) of
+    // sum(grad_out * allegro_tp(...)); outputs whose output_mask entry is false are returned as zeros.
+    // Its own backward is written with allegro_tp and allegro_tp_backward calls (the op is linear
+    // in each differentiable input), so derivatives of every order exist.
+    m.def("allegro_tp_backward(Tensor grad_out, Tensor tensor_features, Tensor env_edge, Tensor edge_center, Tensor node_norm, Tensor weights, Tensor cg_indices, Tensor cg_values, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 
     // ---- qdi (issue 5) ------------------------------------------------------------------------
     // Batched QDI circuits (csrc/include/qallegro/qdi_program.h): inputs [B, F] (angles, rad),

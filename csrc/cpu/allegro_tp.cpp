@@ -1,0 +1,295 @@
+// CPU kernels of qallegro::allegro_tp and qallegro::allegro_tp_backward (issue 4).
+//
+// Edges are processed grouped by centre atom (a CSR built here by counting sort; the input order
+// is not assumed), one node per step of at::parallel_for: the node's environment embedding and its
+// contraction with the weighted CG table (A, see csrc/include/qallegro/allegro_tp.h) live in small
+// per-thread buffers in [component][channel] layout, so the channel loops of the shared header
+// vectorise and nothing of size [E, mul, dim2] is ever allocated. Per-node sums (env, B) need no
+// atomics because a node is owned by one thread; the weight gradient is summed per fixed chunk of
+// nodes and reduced in chunk order, so results do not depend on the number of threads.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "qallegro/allegro_tp.h"
+
+namespace qallegro {
+namespace {
+
+// The CG table as tp::Plan needs it, validated against the tensor sizes.
+struct HostPlan {
+    std::vector<int> pair_i, pair_k, entry_pair, entry_j, entry_path;
+    tp::Plan view() const {
+        return {static_cast<int>(pair_i.size()), pair_i.data(), pair_k.data(), static_cast<int>(entry_pair.size()),
+                entry_pair.data(), entry_j.data(), entry_path.data()};
+    }
+};
+
+HostPlan make_plan(const at::Tensor& cg_indices, int64_t num_paths, int64_t dim1, int64_t dim2, int64_t dim_out) {
+    const at::Tensor idx = cg_indices.contiguous();
+    const int64_t* r = idx.data_ptr<int64_t>();
+    const int64_t K = idx.size(0);
+    HostPlan plan;
+    std::vector<int> pair_of(static_cast<size_t>(dim_out * dim1), -1);  // key k * dim1 + i
+    for (int64_t t = 0; t < K; ++t) {
+        const int64_t p = r[4 * t], i = r[4 * t + 1], j = r[4 * t + 2], k = r[4 * t + 3];
+        TORCH_CHECK(p >= 0 && p < num_paths && i >= 0 && i < dim1 && j >= 0 && j < dim2 && k >= 0 && k < dim_out,
+                    "allegro_tp: cg_indices row ", t, " = (", p, ", ", i, ", ", j, ", ", k,
+                    ") is outside (num_paths=", num_paths, ", dim1=", dim1, ", dim2=", dim2, ", dim_out=", dim_out,
+                    ")");
+        pair_of[k * dim1 + i] = 0;
+    }
+    // pairs sorted by (k, i): consecutive pairs write the same output row
+    for (int64_t key = 0; key < dim_out * dim1; ++key) {
+        if (pair_of[key] < 0) continue;
+        pair_of[key] = static_cast<int>(plan.pair_i.size());
+        plan.pair_i.push_back(static_cast<int>(key % dim1));
+        plan.pair_k.push_back(static_cast<int>(key / dim1));
+    }
+    for (int64_t t = 0; t < K; ++t) {
+        plan.entry_pair.push_back(pair_of[r[4 * t + 3] * dim1 + r[4 * t + 1]]);
+        plan.entry_j.push_back(static_cast<int>(r[4 * t + 2]));
+        plan.entry_path.push_back(static_cast<int>(r[4 * t]));
+    }
+    return plan;
+}
+
+// Edges grouped by centre: edges of node n are order[ptr[n] .. ptr[n+1]) (order empty = identity,
+// when the input is already grouped, as the neighbour list makes it).
+struct Csr {
+    std::vector<int64_t> ptr, order;
+    int64_t edge(int64_t pos) const { return order.empty() ? pos : order[pos]; }
+};
+
+Csr make_csr(const int64_t* center, int64_t num_edges, int64_t num_nodes) {
+    Csr csr;
+    csr.ptr.assign(num_nodes + 1, 0);
+    bool sorted = true;
+    for (int64_t e = 0; e < num_edges; ++e) {
+        const int64_t n = center[e];
+        TORCH_CHECK(n >= 0 && n < num_nodes, "allegro_tp: edge_center[", e, "] = ", n, " is outside [0, N=", num_nodes,
+                    ") (N = node_norm.size(0))");
+        sorted = sorted && (e == 0 || center[e - 1] <= n);
+        ++csr.ptr[n + 1];
+    }
+    for (int64_t n = 0; n < num_nodes; ++n) csr.ptr[n + 1] += csr.ptr[n];
+    if (!sorted) {
+        csr.order.resize(num_edges);
+        std::vector<int64_t> fill(csr.ptr.begin(), csr.ptr.end() - 1);
+        for (int64_t e = 0; e < num_edges; ++e) csr.order[fill[center[e]]++] = e;
+    }
+    return csr;
+}
+
+// cw[t][u] = c_t * w[u, p_t]: the table with each channel's weights folded in, [K][mul].
+template <typename T>
+std::vector<T> weighted_table(const tp::Plan& plan, const T* coeff, const T* w, int64_t mul, int64_t num_paths) {
+    std::vector<T> cw(static_cast<size_t>(plan.num_entries * mul));
+    for (int t = 0; t < plan.num_entries; ++t)
+        for (int64_t u = 0; u < mul; ++u) cw[t * mul + u] = coeff[t] * w[u * num_paths + plan.entry_path[t]];
+    return cw;
+}
+
+// s[j][u] = sum of the node's env_edge rows ([mul][dim2] each, transposed on the fly).
+template <typename T>
+void node_sum(const Csr& csr, int64_t n, const T* y, int64_t mul, int64_t dim2, T* s) {
+    std::fill(s, s + dim2 * mul, T(0));
+    for (int64_t pos = csr.ptr[n]; pos < csr.ptr[n + 1]; ++pos) {
+        const T* ye = y + csr.edge(pos) * mul * dim2;
+        for (int64_t u = 0; u < mul; ++u)
+            for (int64_t j = 0; j < dim2; ++j) s[j * mul + u] += ye[u * dim2 + j];
+    }
+}
+
+template <typename T>
+void transpose_in(const T* src, int64_t mul, int64_t dim, T* dst) {  // [mul][dim] -> [dim][mul]
+    for (int64_t u = 0; u < mul; ++u)
+        for (int64_t i = 0; i < dim; ++i) dst[i * mul + u] = src[u * dim + i];
+}
+
+template <typename T>
+void transpose_out(const T* src, int64_t mul, int64_t dim, T* dst) {  // [dim][mul] -> [mul][dim]
+    for (int64_t u = 0; u < mul; ++u)
+        for (int64_t i = 0; i < dim; ++i) dst[u * dim + i] = src[i * mul + u];
+}
+
+struct Sizes {
+    int64_t num_edges, num_nodes, mul, dim1, dim2, dim_out, num_paths;
+};
+
+template <typename T>
+void forward_impl(const Sizes& z, const HostPlan& hp, const Csr& csr, const T* x, const T* y, const T* nn, const T* w,
+                  const T* coeff, T* out) {
+    const tp::Plan plan = hp.view();
+    const int mul = static_cast<int>(z.mul);
+    const std::vector<T> cw = weighted_table(plan, coeff, w, z.mul, z.num_paths);
+    at::parallel_for(0, z.num_nodes, 16, [&](int64_t begin, int64_t end) {
+        std::vector<T> env(z.dim2 * mul), A(plan.num_pairs * mul), xt(z.dim1 * mul), ot(z.dim_out * mul);
+        const tp::ChannelRows<const T> cwv{cw.data(), mul}, xv{xt.data(), mul};
+        const tp::ChannelRows<T> ev{env.data(), mul}, av{A.data(), mul}, ov{ot.data(), mul};
+        for (int64_t n = begin; n < end; ++n) {
+            if (csr.ptr[n] == csr.ptr[n + 1]) continue;
+            node_sum(csr, n, y, z.mul, z.dim2, env.data());
+            for (T& v : env) v *= nn[n];
+            tp::node_matrix<T>(plan, cwv, ev, av, 0, mul);
+            for (int64_t pos = csr.ptr[n]; pos < csr.ptr[n + 1]; ++pos) {
+                const int64_t e = csr.edge(pos);
+                transpose_in(x + e * z.mul * z.dim1, z.mul, z.dim1, xt.data());
+                tp::edge_forward<T>(plan, tp::ChannelRows<const T>{A.data(), mul}, xv, ov, static_cast<int>(z.dim_out),
+                                    0, mul);
+                transpose_out(ot.data(), z.mul, z.dim_out, out + e * z.mul * z.dim_out);
+            }
+        }
+    });
+}
+
+template <typename T>
+void backward_impl(const Sizes& z, const HostPlan& hp, const Csr& csr, const T* g, const T* x, const T* y, const T* nn,
+                   const T* w, const T* coeff, std::array<bool, 4> want, T* gx, T* gy, T* gnn, T* gw) {
+    const tp::Plan plan = hp.view();
+    const int mul = static_cast<int>(z.mul);
+    const bool want_B = want[1] || want[2] || want[3];
+    const bool want_G = want[1] || want[2];
+    const std::vector<T> cw = weighted_table(plan, coeff, w, z.mul, z.num_paths);
+    // fixed chunks of nodes (not threads): the weight-gradient sum order is reproducible
+    const int64_t num_chunks = std::min<int64_t>(z.num_nodes, 64);
+    std::vector<T> gw_chunk(want[3] ? num_chunks * z.num_paths * mul : 0, T(0));
+    at::parallel_for(0, num_chunks, 1, [&](int64_t cbegin, int64_t cend) {
+        std::vector<T> s(z.dim2 * mul), env(z.dim2 * mul), A(plan.num_pairs * mul), B(plan.num_pairs * mul),
+            G(z.dim2 * mul), xt(z.dim1 * mul), gt(z.dim_out * mul), gxt(z.dim1 * mul);
+        const tp::ChannelRows<const T> cwv{cw.data(), mul}, xv{xt.data(), mul}, gv{gt.data(), mul},
+            avc{A.data(), mul}, evc{env.data(), mul}, bvc{B.data(), mul};
+        const tp::ChannelRows<T> ev{env.data(), mul}, av{A.data(), mul}, bv{B.data(), mul}, Gv{G.data(), mul},
+            gxv{gxt.data(), mul};
+        for (int64_t c = cbegin; c < cend; ++c) {
+            const tp::ChannelRows<T> gwv{want[3] ? gw_chunk.data() + c * z.num_paths * mul : nullptr, mul};
+            for (int64_t n = c * z.num_nodes / num_chunks; n < (c + 1) * z.num_nodes / num_chunks; ++n) {
+                if (csr.ptr[n] == csr.ptr[n + 1]) continue;
+                node_sum(csr, n, y, z.mul, z.dim2, s.data());
+                for (int64_t a = 0; a < z.dim2 * mul; ++a) env[a] = nn[n] * s[a];
+                if (want[0]) tp::node_matrix<T>(plan, cwv, evc, av, 0, mul);
+                if (want_B) std::fill(B.begin(), B.end(), T(0));
+                for (int64_t pos = csr.ptr[n]; pos < csr.ptr[n + 1]; ++pos) {
+                    const int64_t e = csr.edge(pos);
+                    transpose_in(g + e * z.mul * z.dim_out, z.mul, z.dim_out, gt.data());
+                    if (want_B) transpose_in(x + e * z.mul * z.dim1, z.mul, z.dim1, xt.data());
+                    tp::edge_backward<T>(plan, avc, xv, gv, gxv, bv, static_cast<int>(z.dim1), want[0], want_B, 0,
+                                         mul);
+                    if (want[0]) transpose_out(gxt.data(), z.mul, z.dim1, gx + e * z.mul * z.dim1);
+                }
+                if (!want_B) continue;
+                tp::node_backward<T>(plan, coeff, cwv, evc, bvc, Gv, gwv, static_cast<int>(z.dim2), want_G, want[3], 0,
+                                     mul);
+                if (want[2]) {  // d node_norm[n] = <G, s>
+                    T acc = T(0);
+                    for (int64_t a = 0; a < z.dim2 * mul; ++a) acc += G[a] * s[a];
+                    gnn[n] = acc;
+                }
+                if (want[1]) {  // d env_edge[e] = node_norm[n] * G, the same for every edge of n
+                    for (T& v : G) v *= nn[n];
+                    for (int64_t pos = csr.ptr[n]; pos < csr.ptr[n + 1]; ++pos)
+                        transpose_out(G.data(), z.mul, z.dim2, gy + csr.edge(pos) * z.mul * z.dim2);
+                }
+            }
+        }
+    });
+    if (want[3]) {
+        for (int64_t c = 0; c < num_chunks; ++c)
+            for (int64_t p = 0; p < z.num_paths; ++p)
+                for (int64_t u = 0; u < mul; ++u) gw[u * z.num_paths + p] += gw_chunk[(c * z.num_paths + p) * mul + u];
+    }
+}
+
+Sizes check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& center, const at::Tensor& nn,
+                   const at::Tensor& w, const at::Tensor& cg_indices, const at::Tensor& cg_values, int64_t dim_out) {
+    TORCH_CHECK(x.dim() == 3, "allegro_tp: tensor_features must be [E, mul, dim1], got ", x.sizes());
+    const int64_t E = x.size(0), mul = x.size(1);
+    TORCH_CHECK(y.dim() == 3 && y.size(0) == E && y.size(1) == mul, "allegro_tp: env_edge must be [E=", E,
+                ", mul=", mul, ", dim2], got ", y.sizes());
+    TORCH_CHECK(center.dim() == 1 && center.size(0) == E && center.scalar_type() == at::kLong,
+                "allegro_tp: edge_center must be [E=", E, "] int64, got ", center.sizes(), " ", center.scalar_type());
+    TORCH_CHECK(nn.dim() == 1, "allegro_tp: node_norm must be [N], got ", nn.sizes());
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == mul, "allegro_tp: weights must be [mul=", mul, ", num_paths], got ",
+                w.sizes());
+    TORCH_CHECK(cg_indices.dim() == 2 && cg_indices.size(1) == 4 && cg_indices.scalar_type() == at::kLong,
+                "allegro_tp: cg_indices must be [K, 4] int64, got ", cg_indices.sizes(), " ", cg_indices.scalar_type());
+    TORCH_CHECK(cg_values.dim() == 1 && cg_values.size(0) == cg_indices.size(0), "allegro_tp: cg_values must be [K=",
+                cg_indices.size(0), "], got ", cg_values.sizes());
+    TORCH_CHECK(dim_out >= 0, "allegro_tp: dim_out must be >= 0, got ", dim_out);
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                "allegro_tp: tensor_features must be float32 or float64, got ", x.scalar_type());
+    const std::pair<const char*, const at::Tensor*> same[] = {
+        {"env_edge", &y}, {"node_norm", &nn}, {"weights", &w}, {"cg_values", &cg_values}};
+    for (const auto& [name, t] : same)
+        TORCH_CHECK(t->scalar_type() == x.scalar_type(), "allegro_tp: ", name, " is ", t->scalar_type(),
+                    " but tensor_features is ", x.scalar_type());
+    return {E, nn.size(0), mul, x.size(2), y.size(2), dim_out, w.size(1)};
+}
+
+at::Tensor allegro_tp_cpu(const at::Tensor& tensor_features, const at::Tensor& env_edge, const at::Tensor& edge_center,
+                          const at::Tensor& node_norm, const at::Tensor& weights, const at::Tensor& cg_indices,
+                          const at::Tensor& cg_values, int64_t dim_out) {
+    const Sizes z =
+        check_inputs(tensor_features, env_edge, edge_center, node_norm, weights, cg_indices, cg_values, dim_out);
+    for (const at::Tensor* t : {&tensor_features, &env_edge, &edge_center, &node_norm, &weights, &cg_indices, &cg_values})
+        TORCH_CHECK(t->device().is_cpu(), "allegro_tp_cpu: all inputs must be on the CPU");
+    at::Tensor out = at::zeros({z.num_edges, z.mul, dim_out}, tensor_features.options());
+    if (z.num_edges == 0 || z.mul == 0) return out;
+    const at::Tensor x = tensor_features.contiguous(), y = env_edge.contiguous(), c = edge_center.contiguous(),
+                     nn = node_norm.contiguous(), w = weights.contiguous(), v = cg_values.contiguous();
+    const HostPlan plan = make_plan(cg_indices, z.num_paths, z.dim1, z.dim2, dim_out);
+    const Csr csr = make_csr(c.data_ptr<int64_t>(), z.num_edges, z.num_nodes);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "allegro_tp_cpu", [&] {
+        forward_impl<scalar_t>(z, plan, csr, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), nn.data_ptr<scalar_t>(),
+                               w.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    });
+    return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allegro_tp_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& tensor_features, const at::Tensor& env_edge,
+    const at::Tensor& edge_center, const at::Tensor& node_norm, const at::Tensor& weights,
+    const at::Tensor& cg_indices, const at::Tensor& cg_values, std::array<bool, 4> output_mask) {
+    TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == tensor_features.size(0) &&
+                    grad_out.size(1) == tensor_features.size(1),
+                "allegro_tp_backward: grad_out must be [E, mul, dim_out], got ", grad_out.sizes());
+    const int64_t dim_out = grad_out.size(2);
+    const Sizes z =
+        check_inputs(tensor_features, env_edge, edge_center, node_norm, weights, cg_indices, cg_values, dim_out);
+    TORCH_CHECK(grad_out.scalar_type() == tensor_features.scalar_type(), "allegro_tp_backward: grad_out is ",
+                grad_out.scalar_type(), " but tensor_features is ", tensor_features.scalar_type());
+    for (const at::Tensor* t :
+         {&grad_out, &tensor_features, &env_edge, &edge_center, &node_norm, &weights, &cg_indices, &cg_values})
+        TORCH_CHECK(t->device().is_cpu(), "allegro_tp_backward_cpu: all inputs must be on the CPU");
+    at::Tensor gx = at::zeros_like(tensor_features, at::MemoryFormat::Contiguous);
+    at::Tensor gy = at::zeros_like(env_edge, at::MemoryFormat::Contiguous);
+    at::Tensor gnn = at::zeros_like(node_norm, at::MemoryFormat::Contiguous);
+    at::Tensor gw = at::zeros({z.mul, z.num_paths}, weights.options());
+    if (z.num_edges == 0 || z.mul == 0) return {gx, gy, gnn, gw};
+    const at::Tensor g = grad_out.contiguous(), x = tensor_features.contiguous(), y = env_edge.contiguous(),
+                     c = edge_center.contiguous(), nn = node_norm.contiguous(), w = weights.contiguous(),
+                     v = cg_values.contiguous();
+    const HostPlan plan = make_plan(cg_indices, z.num_paths, z.dim1, z.dim2, dim_out);
+    const Csr csr = make_csr(c.data_ptr<int64_t>(), z.num_edges, z.num_nodes);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "allegro_tp_backward_cpu", [&] {
+        backward_impl<scalar_t>(z, plan, csr, g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                nn.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), output_mask,
+                                gx.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gnn.data_ptr<scalar_t>(),
+                                gw.data_ptr<scalar_t>());
+    });
+    return {gx, gy, gnn, gw};
+}
+
+}  // namespace
+}  // namespace qallegro
+
+TORCH_LIBRARY_IMPL(qallegro, CPU, m) {
+    m.impl("allegro_tp", &qallegro::allegro_tp_cpu);
+    m.impl("allegro_tp_backward", &qallegro::allegro_tp_backward_cpu);
+}
