@@ -4,23 +4,18 @@ molecule)."""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pair_model import MorsePairModel  # noqa: E402
+from tests.deploy.pair_model import MorsePairModel
 
 #: (dtype) -> (rtol, atol) for comparisons between two evaluations of one model.
 TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-5)}
 TYPE_NAMES = ["Cu", "Li", "C", "H", "O"]
 R_MAX = 4.0
-SHARED_DATA = Path(os.environ.get("QALLEGRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+from tests.conftest import SHARED_DATA  # noqa: E402  (../shared/data beside the clone)
 ALL_KINDS = ("allegro", "allegro_mlp", "allegro_qdi")
 
 # small networks: the tests check deployment, not accuracy

@@ -11,7 +11,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.test import gradient_test
 from ase.filters import FrechetCellFilter
 
-from conftest import assert_close, culi_cell, culi_dft_frame, molecule
+from tests.deploy.conftest import assert_close, culi_cell, culi_dft_frame, molecule
 
 from qallegro.calculator import QAllegroCalculator
 

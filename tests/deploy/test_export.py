@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import R_MAX, TYPE_NAMES, assert_close, build_real, culi_cell, molecule
+from tests.deploy.conftest import R_MAX, TYPE_NAMES, assert_close, build_real, culi_cell, molecule
 
 import qallegro
-from qallegro.deploy.export import METADATA_KEYS, export, load, wrap
+from qallegro.deploy.export import METADATA_KEYS, load, wrap
 from qallegro.ops import neighbor_list
 
 

@@ -8,14 +8,13 @@ wheel's `lmp` executable in a child process, as a user would.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TYPE_NAMES, assert_close, culi_cell, culi_dft_frame, molecule
-from lammps_helpers import create_atoms, import_lammps, lammps_frame, plugin_path, run0, setup_commands, subprocess_env
+from tests.deploy.conftest import TYPE_NAMES, assert_close, culi_cell, culi_dft_frame, molecule
+from tests.deploy.lammps_helpers import create_atoms, import_lammps, lammps_frame, plugin_path, run0, setup_commands, subprocess_env
 
 from qallegro.calculator import QAllegroCalculator
 
