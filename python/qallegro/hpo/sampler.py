@@ -3,8 +3,9 @@
 Parameters are relaxed to a continuous box [-1, 1]^D for the surrogates and rounded back:
 floats (log floats in log space) map linearly; integers are relaxed and rounded to their step;
 a categorical with k choices becomes k one-hot coordinates (+1 chosen, -1 others) decoded by argmax.
-Objectives to maximise are negated; constraints come from ``constraints_func`` (``c <= 0`` feasible),
-stored in each trial's system attributes as Optuna's own constrained samplers do.
+Objectives to maximise are negated; constraints (``c <= 0`` feasible) are those a trial set with
+``trial.set_constraint(name, value)`` (Optuna >= 5, taken in name order) or, the older way, those
+returned by ``constraints_func`` and stored in the trial's system attributes.
 
 Trials still RUNNING (in this or another process, e.g. on a shared PostgreSQL study) are "pending":
 the next point keeps its distance from them and treats their predicted objectives as if observed
@@ -27,7 +28,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from qallegro.hpo.samo_cobra import SamoCobra, initial_design, pareto_mask
 
-__all__ = ["SamoCobraSampler", "SpaceCodec"]
+__all__ = ["SamoCobraSampler", "SpaceCodec", "feasible_pareto_trials", "trial_constraints"]
+
+
+def trial_constraints(t: FrozenTrial) -> List[float]:
+    """Constraint values of a trial (``<= 0`` feasible): list-style ``constraints_func`` results
+    first, then ``set_constraint`` values in name order."""
+    attrs = t.system_attrs
+    out = [float(v) for v in (attrs.get(_CONSTRAINTS_KEY) or [])]
+    prefix = _CONSTRAINTS_KEY + ":"
+    out += [float(attrs[k]) for k in sorted(k for k in attrs if k.startswith(prefix))]
+    return out
 
 
 class SpaceCodec:
@@ -142,7 +153,7 @@ class SamoCobraSampler(BaseSampler):
             return True
         if t.values is None or not np.all(np.isfinite(t.values)):
             return False
-        return self._constraints_func is None or t.system_attrs.get(_CONSTRAINTS_KEY) is not None
+        return self._constraints_func is None or _CONSTRAINTS_KEY in t.system_attrs
 
     def _ref(self, f: np.ndarray, signs: np.ndarray) -> np.ndarray:
         if self._ref_point is not None:
@@ -166,7 +177,8 @@ class SamoCobraSampler(BaseSampler):
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         signs = self._signs(study)
-        n_con = len(complete[0].system_attrs[_CONSTRAINTS_KEY]) if complete and self._constraints_func else 0
+        n_con = len(trial_constraints(complete[0])) if complete else 0
+        complete = [t for t in complete if len(trial_constraints(t)) == n_con]
         n_init = self._options.get("n_init") or codec.dim + 1
         if len(complete) < n_init:
             if trial.number < n_init:
@@ -184,7 +196,7 @@ class SamoCobraSampler(BaseSampler):
         for t in complete:
             if t.number in told:
                 continue
-            g = t.system_attrs[_CONSTRAINTS_KEY] if n_con else ()
+            g = trial_constraints(t)
             core.tell(codec.encode(t.params), np.asarray(t.values) * signs, g)
             told.add(t.number)
         # the adaptive reference point may have moved: refresh the HV trace it feeds
@@ -211,5 +223,5 @@ def feasible_pareto_trials(study: Study) -> List[FrozenTrial]:
         return []
     signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
     f = np.array([t.values for t in done]) * signs
-    g = np.array([[max(t.system_attrs.get(_CONSTRAINTS_KEY) or [0.0])] for t in done])
+    g = np.array([[max(trial_constraints(t), default=0.0)] for t in done])
     return [t for t, keep in zip(done, pareto_mask(f, g)) if keep]
