@@ -34,16 +34,24 @@ class ScalarLinear(torch.nn.Module):
 
     in_features: int
     out_features: int
+    alpha_value: float
 
     def __init__(self, in_features: int, out_features: int, alpha: float = 1.0, bias: bool = False):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        # alpha is a non-persistent buffer so it follows .to(dtype) and is not part of the state
-        self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=False)
+        # alpha is a non-persistent buffer so it follows .to(dtype) and is not part of the state;
+        # the exact value is kept so a dtype change never leaves a float32-rounded constant
+        self.alpha_value = float(alpha)
+        self.register_buffer("alpha", torch.tensor(self.alpha_value), persistent=False)
         self.weight = torch.nn.Parameter(torch.empty(in_features, out_features))
         torch.nn.init.uniform_(self.weight, -math.sqrt(3.0), math.sqrt(3.0))
         self.bias = torch.nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.alpha = torch.full((), self.alpha_value, dtype=self.alpha.dtype, device=self.alpha.device)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.alpha
