@@ -166,9 +166,15 @@ def nequip_val_mae(out: Path, val) -> dict:
     import ase.io
     import numpy as np
 
-    pred = ase.io.read(str(out / "nequip_run" / "val_pred.xyz"), ":")
+    files = sorted((out / "nequip_run").glob("val_pred*.xyz"))
+    if not files:
+        raise RuntimeError(f"nequip wrote no test-time predictions in {out / 'nequip_run'}")
+    pred = ase.io.read(str(files[0]), ":")
     if len(pred) != len(val):
         raise RuntimeError(f"nequip wrote {len(pred)} predicted frames for {len(val)} validation frames")
+    for k, (p, s) in enumerate(zip(pred, val)):  # same frames in the same order?
+        if not np.allclose(p.arrays["original_dataset_forces"], s.forces, atol=1e-6):
+            raise RuntimeError(f"nequip's prediction frame {k} is not validation frame {k}")
     df = np.concatenate([p.get_forces() - s.forces for p, s in zip(pred, val)])
     de = np.array([(p.get_potential_energy() - s.energy) / s.num_atoms for p, s in zip(pred, val)])
     return {"forces_mae_meV_per_A": 1000 * float(np.abs(df).mean()),
