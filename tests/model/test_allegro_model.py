@@ -197,3 +197,41 @@ def test_reference_and_kernel_paths_agree():
     out_k, out_r = kernel_model(data), reference_model(data)
     for key in ("atomic_energy", "forces", "stress"):
         torch.testing.assert_close(out_k[key], out_r[key], rtol=1e-10, atol=1e-10)
+
+
+class _StandInQDI(torch.nn.Module):
+    """QDILayer's interface with a classical body (cos of a linear map): tests the readout wiring only."""
+
+    def __init__(self, in_features, n_qubits, depth, rotation, entangling, measure, measurement_mode):
+        super().__init__()
+        assert in_features % n_qubits == 0
+        self.out_features = n_qubits
+        self.lin = torch.nn.Linear(in_features, n_qubits)
+
+    def forward(self, x):
+        return torch.cos(self.lin(x))  # like an expectation value: bounded and != 0 at x = 0
+
+
+@pytest.mark.parametrize("placement", ["edge", "atom"])
+def test_qdi_readout_wiring_is_smooth_and_local(monkeypatch, placement):
+    import types
+
+    from ase import Atoms
+
+    fake = types.ModuleType("qallegro.nn.qdi")
+    fake.QDILayer = _StandInQDI
+    monkeypatch.setitem(__import__("sys").modules, "qallegro.nn.qdi", fake)
+    model = _build("allegro_qdi", n_qubits=2, qdi_uploads=3, qdi_placement=placement)
+    assert isinstance(model.energy.readout.net[1], _StandInQDI)
+    assert model.energy.readout.net[0].out_features == 6
+
+    def dimer(r):
+        return model(batch_from_atoms([Atoms("CuLi", positions=[[0, 0, 0], [r, 0, 0]])], R_MAX, CULI))
+
+    isolated = dimer(R_MAX + 1.0)["total_energy"]
+    torch.testing.assert_close(isolated, torch.zeros_like(isolated))  # no shifts: isolated atoms are 0
+    near = dimer(R_MAX - 1e-3)
+    # although QDI(0) != 0, an edge entering r_max starts at zero energy and force
+    assert float((near["total_energy"] - isolated).detach().abs()) < 1e-8
+    assert float(near["forces"].abs().max()) < 1e-5
+    assert float(dimer(2.5)["forces"].abs().max()) > 1e-4
