@@ -85,3 +85,12 @@ def test_r_max_mismatch_between_checkpoint_and_config(tmp_path):
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         fit(standin_config(tmp_path), teacher_structures(6), resume=True)
+
+
+def test_resume_with_changed_model_hyperparameters(tmp_path):
+    structures = teacher_structures(6)
+    fit(standin_config(tmp_path, training__max_epochs=1), structures)
+    changed = standin_config(tmp_path, training__max_epochs=2)
+    changed["model"]["num_basis"] = 4
+    with pytest.raises(ValueError, match=r"model\.num_basis: 8 in the checkpoint, 4 in the config"):
+        fit(changed, structures, resume=True, callback=_no_training)

@@ -164,6 +164,15 @@ def fit(
                 "r_max": float(cfg.model.r_max), "hparams": {**cfg.model.hparams, **data.statistics}}
         if resume_ckpt is not None:
             _check_compatible(resume_ckpt["model_spec"], spec, cfg, f"checkpoint {resume_path}")
+            saved_hp = resume_ckpt["model_spec"]["hparams"]
+            changed = sorted(k for k, v in cfg.model.hparams.items() if k in saved_hp and saved_hp[k] != v)
+            if changed:
+                raise ValueError(
+                    f"checkpoint {resume_path} was trained with different model hyperparameters: "
+                    + ", ".join(f"model.{k}: {saved_hp[k]!r} in the checkpoint, {cfg.model.hparams[k]!r} in the config"
+                                for k in changed)
+                    + "; resume needs the same model (use model.initialize_from to fine-tune a different one)"
+                )
             spec = resume_ckpt["model_spec"]  # its statistics, not recomputed ones
             builder = ckpt_io.import_builder(spec["builder"]) if model_builder is None else builder
 
