@@ -197,6 +197,11 @@ def test_reference_and_kernel_paths_agree():
     out_k, out_r = kernel_model(data), reference_model(data)
     for key in ("atomic_energy", "forces", "stress"):
         torch.testing.assert_close(out_k[key], out_r[key], rtol=1e-10, atol=1e-10)
+    # switching an existing model (before scripting) gives the reference path's numbers
+    kernel_model.set_tp_kernel(False)
+    assert not any(tp.use_kernel for tp in kernel_model.energy.tps)
+    scripted = torch.jit.script(kernel_model)
+    torch.testing.assert_close(scripted(data)["forces"], out_r["forces"], rtol=1e-12, atol=1e-12)
 
 
 class _StandInQDI(torch.nn.Module):

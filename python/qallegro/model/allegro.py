@@ -236,6 +236,22 @@ class AllegroModel(torch.nn.Module):
         return json.loads(self.hparams_json)
 
     @torch.jit.unused
+    def set_tp_kernel(self, enabled: bool) -> "AllegroModel":
+        """Run the layer tensor products through the compiled op (True) or the pure-torch reference.
+
+        Decided per module before ``torch.jit.script`` (the choice is baked in). A C++ host without
+        the Python autograd registrations of the op (e.g. LAMMPS) needs the reference path unless the
+        op has C++ autograd. ValueError when the compiled op is not available.
+        """
+        from qallegro.ops.allegro_tp import kernel_available
+
+        if enabled and not kernel_available():
+            raise ValueError("the compiled qallegro::allegro_tp op is not available (or FORCE_REFERENCE is set)")
+        for tp in self.energy.tps:
+            tp.use_kernel = bool(enabled)
+        return self
+
+    @torch.jit.unused
     def predict(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """forward() with autograd enabled even inside ``torch.no_grad()``; outputs detached."""
         with torch.enable_grad():
