@@ -29,7 +29,7 @@ def _ethanol():
 
 
 def _close(a, b, scale=1.0):
-    rtol, atol = TOL[torch.float64]
+    rtol, atol = TOL[a.dtype]
     torch.testing.assert_close(a, b, rtol=rtol * scale, atol=atol * scale)
 
 
@@ -39,17 +39,18 @@ def _random_o3(seed: int, reflect: bool) -> np.ndarray:
     return -q if reflect else q
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("reflect", [False, True])
-def test_rotation_reflection_equivariance(reflect):
-    model = _model(CULI)
+def test_rotation_reflection_equivariance(reflect, dtype):
+    model = _model(CULI, model_dtype=str(dtype).replace("torch.", ""))
     atoms = culi_cell(seed=4)
-    out = model(batch_from_atoms([atoms], R_MAX, CULI))
+    out = model(batch_from_atoms([atoms], R_MAX, CULI, dtype=dtype))
     rot = _random_o3(1, reflect)
     turned = atoms.copy()
     turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
     turned.positions = atoms.positions @ rot.T
-    out_r = model(batch_from_atoms([turned], R_MAX, CULI))
-    R = torch.tensor(rot)
+    out_r = model(batch_from_atoms([turned], R_MAX, CULI, dtype=dtype))
+    R = torch.tensor(rot, dtype=dtype)
     _close(out_r["total_energy"], out["total_energy"])
     _close(out_r["atomic_energy"], out["atomic_energy"])
     _close(out_r["forces"], out["forces"] @ R.T)
