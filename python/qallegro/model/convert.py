@@ -88,7 +88,9 @@ def from_nequip_allegro(
     """qallegro ``AllegroModel`` (kind "allegro") computing what ``nequip_model`` computes.
 
     nequip_model: a nequip ``GraphModel`` built by ``allegro.model.AllegroModel`` (or its inner
-    modules); type_names: default the GraphModel's; model_dtype: default the nequip model's.
+    modules); a trained one loads with nequip's own
+    ``nequip.model.saved_models.load_utils.load_saved_model("run.ckpt")`` (or a ``.nequip.zip``).
+    type_names: default the GraphModel's; model_dtype: default the nequip model's.
     """
     seq = _find_sequential(nequip_model)
     if type_names is None:

@@ -10,8 +10,8 @@ import torch
 class PolynomialCutoff(torch.nn.Module):
     """u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2) for x < 1, else 0.
 
-    u(0) = 1 and u and its first p-1... derivatives vanish at x = 1, so energies and forces go to zero
-    continuously at r_max. x: [E, 1] normalised distances -> [E, 1].
+    u(0) = 1, and u, u' and u'' vanish at x = 1 (u ~ (1-x)^3 there), so energies and forces go to
+    zero continuously at r_max. x: [E, 1] normalised distances -> [E, 1].
     """
 
     p: float
