@@ -10,6 +10,10 @@ prints both MAEs side by side.
 
     python scripts/train_ethanol.py                       # both, 600 s each, 2 threads
     python scripts/train_ethanol.py --budget 120 --skip-nequip
+    python scripts/train_ethanol.py --budget 3600 --max-epochs 300   # same epochs for both (busy machine)
+
+The budget is wall time, so on a shared machine the figures depend on the load: the script prints
+the load average and the epochs each code completed.
 """
 
 from __future__ import annotations
@@ -190,6 +194,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/ethanol_compare"))
     p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="also cap both codes at this many epochs (compare learning per epoch on a busy machine)")
     p.add_argument("--skip-nequip", action="store_true")
     args = p.parse_args()
     if not args.data.is_file():
@@ -199,18 +205,22 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
 
     base = yaml.safe_load(args.config.read_text())
+    if args.max_epochs is not None:
+        base["training"]["max_epochs"] = args.max_epochs
     train, val = write_split(args.data, out, args.seed)
     stats = statistics(train, float(base["model"]["r_max"]))
     import numpy as np
 
     force_std = 1000 * float(np.concatenate([s.forces for s in val]).std())
     target = 0.05 * force_std
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{len(train)} train / {len(val)} val frames; std of val force components {force_std:.1f} meV/Å "
           f"-> target MAE < {target:.1f} meV/Å; {args.threads} threads, {args.budget:g} s each")
 
     rows = []
     cfg_path = qallegro_config(base, out, stats, args.budget)
     wall = run([sys.executable, "-m", "qallegro", "train", cfg_path], env, out / "qallegro_train.log")
+    print(f"load average after qallegro: {os.getloadavg()[0]:.1f}", flush=True)
     run([sys.executable, "-m", "qallegro", "evaluate", out / "qallegro_run" / "best.pt", out / "val.extxyz",
          "--json", out / "qallegro_val.json"], env, out / "qallegro_eval.log")
     q = json.loads((out / "qallegro_val.json").read_text())
@@ -221,6 +231,7 @@ def main() -> int:
         ncfg = nequip_config(base, out, stats, args.budget)
         wall = run(["nequip-train", "-cp", ncfg.parent, "-cn", ncfg.name, f"hydra.run.dir={out / 'nequip_run'}"],
                    env, out / "nequip_train.log")
+        print(f"load average after nequip: {os.getloadavg()[0]:.1f}", flush=True)
         logs = sorted((out / "nequip_run" / "log").glob("version_*/metrics.csv"))
         n_epochs = 0
         if logs:
