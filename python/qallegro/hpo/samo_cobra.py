@@ -180,8 +180,10 @@ class SamoCobra:
             choices.append(Choice(self.kernels[ki], bool(t)))
         return choices[: self.n_obj], choices[self.n_obj :]
 
-    def ask(self, pending: Optional[np.ndarray] = None) -> np.ndarray:
-        """Next scaled point [d]; ``pending: [q, d]`` are points being evaluated elsewhere (kept apart)."""
+    def ask(self, pending: Optional[np.ndarray] = None, avoid: Optional[np.ndarray] = None) -> np.ndarray:
+        """Next scaled point [d]. ``pending: [q, d]``: points being evaluated elsewhere (kept apart,
+        their predictions counted as if observed); ``avoid: [r, d]``: points only to keep apart from
+        (e.g. failed evaluations)."""
         n = len(self.x)
         pending = np.zeros((0, self.dim)) if pending is None else np.asarray(pending, float).reshape(-1, self.dim)
         if n + len(pending) < self.n_init:
@@ -205,7 +207,7 @@ class SamoCobra:
             front=front,
             ref_point=self.ref_point,
             eps=self.eps,
-            extra_avoid=pending,
+            extra_avoid=pending if avoid is None else np.vstack([pending, np.reshape(avoid, (-1, self.dim))]),
             criterion=self.infill,
         )
         return solve_infill(problem, self.budget, self._rng)

@@ -10,6 +10,8 @@ returned by ``constraints_func`` and stored in the trial's system attributes.
 Trials still RUNNING (in this or another process, e.g. on a shared PostgreSQL study) are "pending":
 the next point keeps its distance from them and treats their predicted objectives as if observed
 (kriging believer), so concurrent workers spread along the front instead of duplicating each other.
+FAILed trials (e.g. an invalid architecture) are kept at a distance too, and a proposal that rounds
+onto parameters already tried is replaced by a random sample.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from optuna.trial import FrozenTrial, TrialState
 from qallegro.hpo.samo_cobra import SamoCobra, initial_design, pareto_mask
 
 __all__ = ["SamoCobraSampler", "SpaceCodec", "feasible_pareto_trials", "trial_constraints"]
+
+
+def _same(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(
+        np.isclose(a[k], b[k], rtol=1e-12, atol=0) if isinstance(a[k], float) else a[k] == b[k] for k in a
+    )
 
 
 def trial_constraints(t: FrozenTrial) -> List[float]:
@@ -202,7 +210,15 @@ class SamoCobraSampler(BaseSampler):
         # the adaptive reference point may have moved: refresh the HV trace it feeds
         core.hv_progress[-1] = core.current_hv()
         pending = np.array([codec.encode(t.params) for t in running]).reshape(-1, codec.dim)
-        return codec.decode(core.ask(pending=pending))
+        failed = [
+            t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if self._usable(t, search_space)
+        ]
+        avoid = np.array([codec.encode(t.params) for t in failed]).reshape(-1, codec.dim)
+        proposal = codec.decode(core.ask(pending=pending, avoid=avoid))
+        # integer/categorical rounding can land on a point already tried: sample that trial at
+        # random instead of repeating an evaluation (or a failure)
+        seen = [t.params for t in complete + running + failed]
+        return {} if any(_same(proposal, p) for p in seen) else proposal
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

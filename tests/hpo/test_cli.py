@@ -1,0 +1,70 @@
+"""`qallegro optimize` and `qallegro pareto` end to end on real DFT data (tiny models, few epochs)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from qallegro.cli import main
+from tests.conftest import shared_file
+
+SPACE = {
+    "kind": "allegro",
+    "params": {
+        "num_layers": {"type": "int", "low": 1, "high": 2},
+        "num_scalar_features": {"type": "int", "low": 4, "high": 16, "step": 2},  # must be even
+        "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "num_tensor_features": 4,
+        "l_max": 1,
+        "r_max": 4.0,
+    },
+    "training": {"max_epochs": 1, "batch_size": 5},
+    "data": {"train_size": 16, "val_size": 8, "latency_structures": 2},
+    "latency": {"device": "cpu", "warmup": 1, "repeats": 3},
+    "constraints": {"max_parameters": 100000},
+}
+
+
+def test_optimize_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["optimize", "--help"])
+    out = capsys.readouterr().out
+    assert "--storage" in out and "qallegro optimize allegro --data" in out
+
+
+def test_bad_space_is_reported(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPACE, "kind": "painn"}))
+    code = main(["optimize", str(bad), "--data", "x.extxyz", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/s.db"])
+    assert code == 2 and "unknown model kind 'painn'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_optimize_resumes_and_pareto_plots(tmp_path, capsys):
+    data = shared_file("ethanol_rmd17_100.extxyz")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["optimize", str(space), "--data", str(data), "--storage", storage, "--study-name", "eth"]
+    assert main(args + ["--trials", "3"]) == 0
+    study = optuna.load_study(study_name="eth", storage=storage)
+    first = [(t.number, t.params) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(first) == 3
+    # rerunning continues the same study up to the new total
+    assert main(args + ["--trials", "5"]) == 0
+    study = optuna.load_study(study_name="eth", storage=storage)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 5 and [(t.number, t.params) for t in done[:3]] == first
+    for t in done:
+        assert t.values[0] == t.user_attrs["force_mae_meV_per_A"] > 0
+        assert t.values[1] == t.user_attrs["latency_ms"] > 0 and len(t.user_attrs["latency_times_ms"]) == 3
+        assert t.constraints["max_parameters"] == t.user_attrs["num_parameters"] - 100000
+    capsys.readouterr()
+    png = tmp_path / "front.png"
+    assert main(["pareto", "eth", "--storage", storage, "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "force MAE" in out and "Pareto-optimal of 5 completed trials" in out
+    assert main(["pareto", "nope", "--storage", storage]) == 2
