@@ -85,3 +85,18 @@ def test_bnh_reaches_99_percent_of_the_true_hypervolume():
     res = minimize(p, p.bounds, 2, p.n_con, p.ref_point, budget=40 * p.dim, seed=0)
     ratio = res.hv_progress[-1] / p.true_hypervolume()
     assert ratio >= 0.99, f"BNH hypervolume {ratio:.4f} of the true front's"
+
+
+def test_scipy_cobyla_fallback_without_nlopt(monkeypatch):
+    from qallegro.hpo import infill
+
+    monkeypatch.setattr(infill, "nlopt", None)
+    p = problems.get("CTP1")
+    opt = SamoCobra(2, 2, 2, ref_point=p.ref_point, seed=0)
+    opt.budget.n_starts, opt.budget.max_iter = 2, 60  # keep the pure-Python COBYLA cheap
+    for _ in range(opt.n_init):
+        x = opt.ask()
+        opt.tell(x, *p(0.5 * (x + 1)))
+    x = opt.ask()
+    assert x.shape == (2,) and np.all(np.abs(x) <= 1)
+    assert np.linalg.norm(opt.x - x, axis=1).min() > 2e-4
