@@ -14,10 +14,11 @@
 namespace qallegro {
 namespace {
 
-struct EdgeChunk {
-    std::vector<int64_t> i, j;
-    std::vector<int32_t> shift;  // 3 per edge
+struct Edge {
+    int64_t i, j;
+    int32_t shift[3];
 };
+using EdgeChunk = std::vector<Edge>;
 
 template <typename T>
 void structure_neighbors(const T* positions, int64_t n, int64_t offset, const T* cell_ptr, const bool* pbc_ptr,
@@ -45,18 +46,27 @@ void structure_neighbors(const T* positions, int64_t n, int64_t offset, const T*
     }
     const nl::Grid<T> g = nl::make_grid(cell, pbc, cutoff, fmin, fmax, n);
 
-    // counting sort of atoms into bins
+    // counting sort of atoms into bins; wrapped positions and wraps are stored in bin order
     const int64_t n_bins = static_cast<int64_t>(g.nbins[0]) * g.nbins[1] * g.nbins[2];
-    std::vector<int32_t> wrap(3 * n), bins3(3 * n);
+    std::vector<int32_t> wrap(3 * n), bins3(3 * n), sorted_wrap(3 * n);
     std::vector<int64_t> bin(n), bin_start(n_bins + 1, 0), sorted(n);
+    std::vector<T> wrapped(3 * n), sorted_pos(3 * n);
     for (int64_t a = 0; a < n; ++a) {
         bin[a] = nl::bin_of(g, frac.data() + 3 * a, wrap.data() + 3 * a, bins3.data() + 3 * a);
+        nl::wrapped_position(g, positions + 3 * a, wrap.data() + 3 * a, wrapped.data() + 3 * a);
         ++bin_start[bin[a] + 1];
     }
     for (int64_t b = 0; b < n_bins; ++b) bin_start[b + 1] += bin_start[b];
     {
         std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
-        for (int64_t a = 0; a < n; ++a) sorted[fill[bin[a]]++] = a;
+        for (int64_t a = 0; a < n; ++a) {
+            const int64_t s = fill[bin[a]]++;
+            sorted[s] = a;
+            for (int k = 0; k < 3; ++k) {
+                sorted_pos[3 * s + k] = wrapped[3 * a + k];
+                sorted_wrap[3 * s + k] = wrap[3 * a + k];
+            }
+        }
     }
 
     const T cutoff2 = cutoff * cutoff;
@@ -68,12 +78,12 @@ void structure_neighbors(const T* positions, int64_t n, int64_t offset, const T*
         for (int64_t c = begin; c < end; ++c) {
             EdgeChunk& out = chunks[first + c];
             const int64_t lo = c * n / n_chunks, hi = (c + 1) * n / n_chunks;
+            out.reserve(static_cast<size_t>(hi - lo) * 48);
             for (int64_t i = lo; i < hi; ++i) {
-                nl::for_each_neighbor(g, cutoff2, i, positions, wrap.data(), bins3.data(), bin_start.data(),
-                                      sorted.data(), [&](int64_t j, const int32_t* shift) {
-                                          out.i.push_back(i + offset);
-                                          out.j.push_back(j + offset);
-                                          out.shift.insert(out.shift.end(), shift, shift + 3);
+                nl::for_each_neighbor(g, cutoff2, i, wrapped.data() + 3 * i, wrap.data() + 3 * i,
+                                      bins3.data() + 3 * i, bin_start.data(), sorted.data(), sorted_pos.data(),
+                                      sorted_wrap.data(), [&](int64_t j, const int32_t* shift) {
+                                          out.push_back({i + offset, j + offset, {shift[0], shift[1], shift[2]}});
                                       });
             }
         }
@@ -120,23 +130,27 @@ std::tuple<at::Tensor, at::Tensor> neighbor_list_cpu(const at::Tensor& positions
         }
     });
 
-    int64_t n_edges = 0;
     std::vector<int64_t> start(chunks.size() + 1, 0);
-    for (size_t c = 0; c < chunks.size(); ++c) start[c + 1] = start[c] + static_cast<int64_t>(chunks[c].i.size());
-    n_edges = start.back();
+    for (size_t c = 0; c < chunks.size(); ++c) start[c + 1] = start[c] + static_cast<int64_t>(chunks[c].size());
+    const int64_t n_edges = start.back();
     at::Tensor edge_index = at::empty({2, n_edges}, positions.options().dtype(at::kLong));
-    at::Tensor shifts_int = at::empty({n_edges, 3}, positions.options().dtype(at::kInt));
+    at::Tensor shifts = at::empty({n_edges, 3}, positions.options());
     int64_t* ei = edge_index.data_ptr<int64_t>();
-    int32_t* sh = shifts_int.data_ptr<int32_t>();
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-        for (int64_t c = begin; c < end; ++c) {
-            const EdgeChunk& ch = chunks[c];
-            std::copy(ch.i.begin(), ch.i.end(), ei + start[c]);
-            std::copy(ch.j.begin(), ch.j.end(), ei + n_edges + start[c]);
-            std::copy(ch.shift.begin(), ch.shift.end(), sh + 3 * start[c]);
-        }
+    AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "neighbor_list_cpu_copy", [&] {
+        scalar_t* sh = shifts.data_ptr<scalar_t>();
+        at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+            for (int64_t c = begin; c < end; ++c) {
+                int64_t e = start[c];
+                for (const Edge& edge : chunks[c]) {
+                    ei[e] = edge.i;
+                    ei[n_edges + e] = edge.j;
+                    for (int k = 0; k < 3; ++k) sh[3 * e + k] = static_cast<scalar_t>(edge.shift[k]);
+                    ++e;
+                }
+            }
+        });
     });
-    return {edge_index, shifts_int.to(positions.scalar_type())};
+    return {edge_index, shifts};
 }
 
 }  // namespace

@@ -19,36 +19,38 @@ constexpr int kThreads = 128;
 
 template <typename T>
 __global__ void bin_atoms_kernel(nl::Grid<T> g, const T* __restrict__ positions, int64_t n, int32_t* wrap,
-                                 int32_t* bins3, int64_t* bin) {
+                                 int32_t* bins3, int64_t* bin, T* wrapped) {
     const int64_t a = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (a >= n) return;
     T frac[3];
     nl::to_fractional(g.inv, positions + 3 * a, frac);
     bin[a] = nl::bin_of(g, frac, wrap + 3 * a, bins3 + 3 * a);
+    nl::wrapped_position(g, positions + 3 * a, wrap + 3 * a, wrapped + 3 * a);
 }
 
 template <typename T>
-__global__ void count_kernel(nl::Grid<T> g, T cutoff2, const T* __restrict__ positions, int64_t n,
+__global__ void count_kernel(nl::Grid<T> g, T cutoff2, const T* __restrict__ wrapped, int64_t n,
                              const int32_t* wrap, const int32_t* bins3, const int64_t* bin_start,
-                             const int64_t* sorted, int64_t* counts) {
+                             const int64_t* sorted, const T* sorted_pos, const int32_t* sorted_wrap,
+                             int64_t* counts) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int64_t c = 0;
-    nl::for_each_neighbor(g, cutoff2, i, positions, wrap, bins3, bin_start, sorted,
-                          [&](int64_t, const int32_t*) { ++c; });
+    nl::for_each_neighbor(g, cutoff2, i, wrapped + 3 * i, wrap + 3 * i, bins3 + 3 * i, bin_start, sorted, sorted_pos,
+                          sorted_wrap, [&](int64_t, const int32_t*) { ++c; });
     counts[i] = c;
 }
 
 template <typename T>
-__global__ void fill_kernel(nl::Grid<T> g, T cutoff2, const T* __restrict__ positions, int64_t n, int64_t offset,
+__global__ void fill_kernel(nl::Grid<T> g, T cutoff2, const T* __restrict__ wrapped, int64_t n, int64_t offset,
                             const int32_t* wrap, const int32_t* bins3, const int64_t* bin_start,
-                            const int64_t* sorted, const int64_t* starts, int64_t* centers, int64_t* neighbors,
-                            T* shifts) {
+                            const int64_t* sorted, const T* sorted_pos, const int32_t* sorted_wrap,
+                            const int64_t* starts, int64_t* centers, int64_t* neighbors, T* shifts) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int64_t e = starts[i];
-    nl::for_each_neighbor(g, cutoff2, i, positions, wrap, bins3, bin_start, sorted,
-                          [&](int64_t j, const int32_t* s) {
+    nl::for_each_neighbor(g, cutoff2, i, wrapped + 3 * i, wrap + 3 * i, bins3 + 3 * i, bin_start, sorted, sorted_pos,
+                          sorted_wrap, [&](int64_t j, const int32_t* s) {
                               centers[e] = i + offset;
                               neighbors[e] = j + offset;
                               for (int k = 0; k < 3; ++k) shifts[3 * e + k] = static_cast<T>(s[k]);
@@ -90,20 +92,25 @@ void structure_neighbors_cuda(const at::Tensor& pos, int64_t offset, const at::T
     at::Tensor wrap = at::empty({n, 3}, opts.dtype(at::kInt));
     at::Tensor bins3 = at::empty({n, 3}, opts.dtype(at::kInt));
     at::Tensor bin = at::empty({n}, opts.dtype(at::kLong));
+    at::Tensor wrapped = at::empty({n, 3}, opts);
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     bin_atoms_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(g, pos.data_ptr<T>(), n, wrap.data_ptr<int32_t>(),
-                                                               bins3.data_ptr<int32_t>(), bin.data_ptr<int64_t>());
+                                                               bins3.data_ptr<int32_t>(), bin.data_ptr<int64_t>(),
+                                                               wrapped.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     // counting sort by bin: stable argsort keeps atoms in index order inside a bin, as on the CPU
     const at::Tensor sorted = at::argsort(bin, /*stable=*/true);
     const at::Tensor counts_per_bin = at::bincount(bin, {}, n_bins);
     const at::Tensor bin_start = at::cat({at::zeros({1}, opts.dtype(at::kLong)), at::cumsum(counts_per_bin, 0)});
+    const at::Tensor sorted_pos = wrapped.index_select(0, sorted).contiguous();
+    const at::Tensor sorted_wrap = wrap.index_select(0, sorted).contiguous();
 
     const T cutoff2 = cutoff * cutoff;
     at::Tensor counts = at::empty({n}, opts.dtype(at::kLong));
     count_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
-        g, cutoff2, pos.data_ptr<T>(), n, wrap.data_ptr<int32_t>(), bins3.data_ptr<int32_t>(),
-        bin_start.data_ptr<int64_t>(), sorted.data_ptr<int64_t>(), counts.data_ptr<int64_t>());
+        g, cutoff2, wrapped.data_ptr<T>(), n, wrap.data_ptr<int32_t>(), bins3.data_ptr<int32_t>(),
+        bin_start.data_ptr<int64_t>(), sorted.data_ptr<int64_t>(), sorted_pos.data_ptr<T>(),
+        sorted_wrap.data_ptr<int32_t>(), counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const at::Tensor ends = at::cumsum(counts, 0);
     const int64_t n_edges = ends[n - 1].item<int64_t>();
@@ -113,8 +120,9 @@ void structure_neighbors_cuda(const at::Tensor& pos, int64_t offset, const at::T
     at::Tensor s = at::empty({n_edges, 3}, opts);
     if (n_edges > 0) {
         fill_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
-            g, cutoff2, pos.data_ptr<T>(), n, offset, wrap.data_ptr<int32_t>(), bins3.data_ptr<int32_t>(),
-            bin_start.data_ptr<int64_t>(), sorted.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+            g, cutoff2, wrapped.data_ptr<T>(), n, offset, wrap.data_ptr<int32_t>(), bins3.data_ptr<int32_t>(),
+            bin_start.data_ptr<int64_t>(), sorted.data_ptr<int64_t>(), sorted_pos.data_ptr<T>(),
+            sorted_wrap.data_ptr<int32_t>(), starts.data_ptr<int64_t>(),
             c.data_ptr<int64_t>(), nb.data_ptr<int64_t>(), s.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
     }

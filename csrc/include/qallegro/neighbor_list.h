@@ -120,37 +120,48 @@ QALLEGRO_HD int64_t neighbor_bin(const Grid<T>& g, const int32_t* bin3, int64_t 
     return flat;
 }
 
-/// Squared length of `r_ij = pos_j - pos_i + shift @ cell`; the vector goes to `r`.
+/// Position of an atom wrapped into the cell along periodic directions: `pos + wrap @ cell`.
 template <typename T>
-QALLEGRO_HD T edge_vector(const Grid<T>& g, const T* pos_i, const T* pos_j, const int32_t* shift, T* r) {
+QALLEGRO_HD void wrapped_position(const Grid<T>& g, const T* pos, const int32_t* wrap, T* out) {
     for (int k = 0; k < 3; ++k) {
-        r[k] = pos_j[k] - pos_i[k] + static_cast<T>(shift[0]) * g.cell[0][k] +
-               static_cast<T>(shift[1]) * g.cell[1][k] + static_cast<T>(shift[2]) * g.cell[2][k];
+        out[k] = pos[k] + static_cast<T>(wrap[0]) * g.cell[0][k] + static_cast<T>(wrap[1]) * g.cell[1][k] +
+                 static_cast<T>(wrap[2]) * g.cell[2][k];
     }
-    return dot3(r, r);
 }
 
-/// Visits every neighbour of atom `i` (index in the structure) and calls `emit(j, shift)` for each
-/// pair with |r_ij| < cutoff. `sorted_atoms[bin_start[b] .. bin_start[b+1])` are the atoms in bin b,
-/// `wrap` and `bins3` come from `bin_of`. The visiting order is fixed, so results are deterministic.
+/// Visits every neighbour of atom `i` and calls `emit(j, shift)` for each pair with |r_ij| < cutoff,
+/// where `shift` is the lattice shift of the original (unwrapped) positions:
+/// `r_ij = pos[j] - pos[i] + shift @ cell`.
+/// `pos_i` and `wrap_i`, `bin3_i`: the centre's wrapped position, wrap and bin; atoms of bin b are
+/// `sorted_atoms[bin_start[b] .. bin_start[b+1])` with wrapped positions `sorted_pos` and wraps
+/// `sorted_wrap` in the same (bin) order, so the inner loop reads memory contiguously. The
+/// visiting order is fixed, so results are deterministic.
 template <typename T, typename Emit>
-QALLEGRO_HD void for_each_neighbor(const Grid<T>& g, T cutoff2, int64_t i, const T* positions,
-                                   const int32_t* wrap, const int32_t* bins3, const int64_t* bin_start,
-                                   const int64_t* sorted_atoms, Emit&& emit) {
-    const T* pos_i = positions + 3 * i;
+QALLEGRO_HD void for_each_neighbor(const Grid<T>& g, T cutoff2, int64_t i, const T* pos_i, const int32_t* wrap_i,
+                                   const int32_t* bin3_i, const int64_t* bin_start, const int64_t* sorted_atoms,
+                                   const T* sorted_pos, const int32_t* sorted_wrap, Emit&& emit) {
     const int64_t n_off = num_offsets(g);
     for (int64_t o = 0; o < n_off; ++o) {
         int32_t image[3];
-        const int64_t nb = neighbor_bin(g, bins3 + 3 * i, o, image);
+        const int64_t nb = neighbor_bin(g, bin3_i, o, image);
         if (nb < 0) continue;
+        T centre[3];  // the centre moved by minus the image translation: r = p_j - (p_i - image @ cell)
+        for (int k = 0; k < 3; ++k) {
+            centre[k] = pos_i[k] - (static_cast<T>(image[0]) * g.cell[0][k] + static_cast<T>(image[1]) * g.cell[1][k] +
+                                    static_cast<T>(image[2]) * g.cell[2][k]);
+        }
+        const bool zero_image = image[0] == 0 && image[1] == 0 && image[2] == 0;
         for (int64_t s = bin_start[nb]; s < bin_start[nb + 1]; ++s) {
+            const T dx = sorted_pos[3 * s] - centre[0];
+            const T dy = sorted_pos[3 * s + 1] - centre[1];
+            const T dz = sorted_pos[3 * s + 2] - centre[2];
+            if (dx * dx + dy * dy + dz * dz >= cutoff2) continue;
             const int64_t j = sorted_atoms[s];
+            if (j == i && zero_image) continue;
             int32_t shift[3];
             // image shift of the bins, corrected by both atoms' wraps into the cell
-            for (int k = 0; k < 3; ++k) shift[k] = image[k] + wrap[3 * j + k] - wrap[3 * i + k];
-            if (j == i && shift[0] == 0 && shift[1] == 0 && shift[2] == 0) continue;
-            T r[3];
-            if (edge_vector(g, pos_i, positions + 3 * j, shift, r) < cutoff2) emit(j, shift);
+            for (int k = 0; k < 3; ++k) shift[k] = image[k] + sorted_wrap[3 * s + k] - wrap_i[k];
+            emit(j, shift);
         }
     }
 }

@@ -1,0 +1,48 @@
+# qallegro: the two set-up commands are `make demo` and `make test` (see README.md).
+# Both create ./.venv, install the CPU build of torch 2.13.0 (override: make test TORCH_SPEC="torch==2.13.0
+# --index-url ..." for a CUDA torch), and build the C++/CUDA ops against that torch.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench cuda-check wheel-smoke clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(PY)
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26"
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+
+test: install
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/qallegro demo
+
+bench: install
+	$(PY) -m pytest bench --benchmark-only -p no:cacheprovider
+
+# Compile every CUDA source with nvcc for sm_80 and sm_90, warnings as errors (no GPU needed).
+cuda-check: install
+	$(VENV)/bin/cmake -S . -B build/cuda-check -G Ninja -DQALLEGRO_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="80;90" \
+		-DPython_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake --build build/cuda-check --target qallegro_cuda_objects
+
+# Build a wheel and test the installed package (not the source tree) in a fresh virtual environment.
+wheel-smoke: install
+	rm -rf build/wheelhouse build/wheel-venv
+	$(PIP) wheel -q --no-build-isolation --no-deps -w build/wheelhouse .
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install -q $(TORCH_SPEC)
+	build/wheel-venv/bin/python -m pip install -q build/wheelhouse/qallegro-*.whl
+	cd build && wheel-venv/bin/python -m qallegro.smoke
+
+clean:
+	rm -rf build $(VENV)
