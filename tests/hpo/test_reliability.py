@@ -15,8 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
+
+try:  # Optuna >= 4.9 (older: the same class under its former name)
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+except ImportError:  # pragma: no cover
+    from optuna.storages import RetryFailedTrialCallback as RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+
+from qallegro.hpo.cli_optimize import make_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,15 +33,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = r"""
 import sys, time, pathlib, optuna
 from optuna.distributions import FloatDistribution
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from qallegro.hpo import SamoCobraSampler
+from qallegro.hpo.cli_optimize import make_storage
 
 url, name, seed, marker, target = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-storage = RDBStorage(url, heartbeat_interval=1, grace_period=3,
-                     failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+storage = make_storage(url, heartbeat=1, retries=1)  # stale after 4 s, retried once
 space = {"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)}
 study = optuna.load_study(study_name=name, storage=storage,
                           sampler=SamoCobraSampler(search_space=space, ref_point=[1.1, 2.1], seed=seed))
@@ -81,7 +87,7 @@ def _check_consistent(study) -> None:
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    storage = RDBStorage(url, heartbeat_interval=1, grace_period=3, failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    storage = make_storage(url, heartbeat=1, retries=1)
     study = optuna.create_study(study_name="killed", storage=storage, directions=["minimize", "minimize"])
     marker = tmp_path / "in_trial"
     proc = _worker(url, "killed", 0, str(marker), target=100)
@@ -102,7 +108,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
         "the stale trial to be failed",
     )
     dead = study.trials[3]
-    retries = [t for t in study.trials if RetryFailedTrialCallback.retried_trial_number(t) == 3]
+    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 3]
     assert len(retries) == 1 and retries[0].state == TrialState.WAITING
     # a new worker picks the re-queued trial up first, with the dead trial's parameters
     proc = _worker(url, "killed", 1, "-", target=len(study.trials) + 1)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 EXAMPLE = (
     "qallegro optimize allegro --data ethanol.extxyz --trials 12 --storage sqlite:///study.db\n"
     "  (SPACE is a YAML file or a shipped space: allegro, allegro_mlp, allegro_qdi;\n"
-    "   --storage postgresql://user@host/db lets workers on many machines share one study)"
+    "   --storage postgresql+psycopg2://user@host/db lets workers on many machines share one study)"
 )
 
 SAMPLERS = ("samo-cobra", "nsga2", "tpe", "random")
@@ -56,19 +56,23 @@ def make_sampler(name: str, space, seed: int):
 
 
 def make_storage(url: str, heartbeat: int, retries: int):
-    """RDB storage with heartbeats; stale trials fail and are retried by RetryFailedTrialCallback."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    """RDB storage with heartbeats: a trial whose worker stops beating for 4 heartbeats is marked
+    FAIL (by the next worker to start a trial) and re-queued up to ``retries`` times."""
+    from optuna.storages import RDBStorage
 
     if not url.startswith(("sqlite", "postgresql", "mysql")):
-        raise ValueError(f"--storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql://...), got {url!r}")
-    return RDBStorage(
-        url,
-        heartbeat_interval=heartbeat,
-        grace_period=4 * heartbeat,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=retries),
-        engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
-    )
+        raise ValueError(f"--storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql+psycopg2://...), got {url!r}")
+    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 4 * heartbeat}
+    try:  # Optuna >= 4.9 names the stale-trial hook heartbeat_stale_trial_callback
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=retries)
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=retries)
+    engine = {"pool_pre_ping": True} if url.startswith("postgresql") else None
+    return RDBStorage(url, engine_kwargs=engine, **kwargs)
 
 
 def suggest(trial, distributions: Dict[str, Any]) -> Dict[str, Any]:
