@@ -276,3 +276,20 @@ def test_cli_generate_and_errors(tmp_path, capsys):
     assert "unknown system 'nonsense'" in capsys.readouterr().err
     assert main(["data", "generate", "--system", "culi", "--calculator", "emt", "-o", str(out)]) == 2
     assert "no frames asked for" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpaw_lcao_preset_on_a_two_atom_cell(tmp_path):
+    pytest.importorskip("gpaw")
+    out = tmp_path / "culi.extxyz"
+    system = CuLiAlloy(compositions=(0.5,), lattices=("bcc",), atoms=(2, 2))
+    # Gamma point only keeps this a plumbing test (seconds), not a converged calculation
+    spec = make_calculator("gpaw-pbe", {"kpts": (1, 1, 1)})
+    assert not spec.stress and "GPAW" in spec.method
+    report = generate(out, system, spec, {"rattle": 1}, seed=0, progress=False)
+    assert report.written == 1
+    atoms = ase.io.read(out)
+    assert atoms.get_chemical_formula() == "CuLi" and "stress" not in atoms.calc.results
+    assert np.isfinite(atoms.get_potential_energy())
+    # momentum conservation: the forces of a periodic cell sum to ~zero
+    np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=0.05)

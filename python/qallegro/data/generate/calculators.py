@@ -5,8 +5,8 @@ Presets (their packages are optional and imported only when used):
 =============  ===========================================================================
 gfn1-xtb       tblite GFN1-xTB (fast; GFN2 does not converge for Cu-Li metals)
 pbe-def2svp    PySCF PBE/def2-SVP with density fitting (the level of theory of rMD17), molecules
-gpaw-pbe       GPAW PBE, LCAO dzp basis, Fermi-Dirac 0.1 eV, k-point density 2.5 /Å⁻¹ (periodic metals;
-               LCAO has no stress)
+gpaw-pbe       GPAW PBE, LCAO dzp basis, Fermi-Dirac 0.1 eV, k-point density 1.5 /Å⁻¹ (e.g. 3x3x2 for
+               an 8-atom fcc cell); periodic metals; no stress is stored (LCAO lacks its Pulay terms)
 emt            ASE's effective-medium theory (Cu, Ag, Au, Ni, Pd, Pt, Al and H, C, N, O; a cheap driver)
 =============  ===========================================================================
 
@@ -24,11 +24,15 @@ from ase.calculators.calculator import Calculator
 
 @dataclass
 class CalculatorSpec:
-    """A calculator factory and the method label written into every frame's ``info["method"]``."""
+    """A calculator factory and the method label written into every frame's ``info["method"]``.
+
+    stress: whether the calculator's stress is trustworthy and wanted for periodic cells.
+    """
 
     name: str
     method: str
     factory: Callable[[], Calculator]
+    stress: bool = True
 
     def build(self) -> Calculator:
         return self.factory()
@@ -70,13 +74,15 @@ def _gpaw_pbe(options: Dict[str, Any]) -> CalculatorSpec:
     from gpaw import GPAW
 
     kwargs: Dict[str, Any] = {
-        "mode": "lcao", "basis": "dzp", "xc": "PBE", "kpts": {"density": 2.5, "gamma": True},
+        "mode": "lcao", "basis": "dzp", "xc": "PBE", "kpts": {"density": 1.5, "gamma": True},
         "occupations": {"name": "fermi-dirac", "width": 0.1}, "txt": None,
     }
     kwargs.update(options)
     label = (f"{kwargs['xc']} {kwargs['mode']} {kwargs.get('basis', '')} (GPAW {_version('gpaw')}, "
              f"kpts {kwargs['kpts']}, {kwargs['occupations']})")
-    return CalculatorSpec("gpaw-pbe", label, lambda: GPAW(**kwargs))
+    # GPAW's LCAO mode lacks the basis-set (Pulay) terms of the stress: do not store one.
+    stress = str(kwargs["mode"]).lower() != "lcao"
+    return CalculatorSpec("gpaw-pbe", label, lambda: GPAW(**kwargs), stress=stress)
 
 
 def _emt(options: Dict[str, Any]) -> CalculatorSpec:

@@ -50,14 +50,15 @@ def min_distance(atoms: Atoms) -> float:
     return float(d.min())
 
 
-def label(atoms: Atoms, calc: Calculator) -> Tuple[Dict[str, Any], float]:
-    """Energy (eV), forces (eV/Å) and, for periodic cells when the calculator has it, stress (eV/Å³,
-    ASE's Voigt order and sign) of ``atoms``; and the seconds it took. Raises on non-finite results."""
+def label(atoms: Atoms, calc: Calculator, stress: bool = True) -> Tuple[Dict[str, Any], float]:
+    """Energy (eV), forces (eV/Å) and, for periodic cells when ``stress`` and the calculator has it,
+    stress (eV/Å³, ASE's Voigt order and sign) of ``atoms``; and the seconds it took. Raises on
+    non-finite results."""
     atoms.calc = calc
     t0 = time.perf_counter()
     results: Dict[str, Any] = {"energy": float(atoms.get_potential_energy()),
                                "forces": np.array(atoms.get_forces())}
-    if atoms.pbc.all():
+    if stress and atoms.pbc.all():
         try:
             results["stress"] = np.array(atoms.get_stress(voigt=True))
         except (PropertyNotImplementedError, NotImplementedError):
@@ -135,7 +136,7 @@ def generate(output: Path | str, system: System, labeller: CalculatorSpec, count
         try:
             if atoms.calc is None and min_distance(atoms) < min_dist:
                 raise TooClose(f"two atoms are closer than {min_dist} Å ({min_distance(atoms):.3f} Å)")
-            results, t_label = label(atoms, atoms.calc if atoms.calc is not None else calc)
+            results, t_label = label(atoms, atoms.calc if atoms.calc is not None else calc, labeller.stress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # any failed calculation is logged, never written as data
