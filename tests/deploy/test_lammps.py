@@ -69,6 +69,25 @@ def test_run0_real_dft_frame(morse_export):
     compare_with_ase(atoms, morse_export)
 
 
+def test_run0_float32_export(morse_model, tmp_path):
+    """A float32 export runs too: the plugin casts positions to the model's dtype."""
+    import copy
+
+    import torch
+
+    from qallegro.deploy.export import export
+
+    path = tmp_path / "morse32.pt"
+    meta = export(copy.deepcopy(morse_model), path, dtype=torch.float32)
+    assert meta["model_dtype"] == "float32"
+    atoms = lammps_frame(culi_cell())
+    got = run0(lammps, atoms, species_of(atoms), str(path), PLUGIN)
+    atoms.calc = QAllegroCalculator(path)
+    assert_close(got["energy"], atoms.get_potential_energy(), dtype=torch.float32, what="float32 energy")
+    assert_close(got["forces"], atoms.get_forces(), dtype=torch.float32, what="float32 forces")
+    assert_close(got["stress"], atoms.get_stress(), dtype=torch.float32, what="float32 stress")
+
+
 def nve_energies(path, steps=200, dt_ps=0.0005, temperature=600.0):
     atoms = lammps_frame(culi_cell())
     species = species_of(atoms)
