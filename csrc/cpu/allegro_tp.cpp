@@ -22,41 +22,14 @@
 namespace qallegro {
 namespace {
 
-// The CG table as tp::Plan needs it, validated against the tensor sizes.
-struct HostPlan {
-    std::vector<int> pair_i, pair_k, entry_pair, entry_j, entry_path;
-    tp::Plan view() const {
-        return {static_cast<int>(pair_i.size()), pair_i.data(), pair_k.data(), static_cast<int>(entry_pair.size()),
-                entry_pair.data(), entry_j.data(), entry_path.data()};
-    }
-};
+using HostPlan = tp::PlanData;
 
 HostPlan make_plan(const at::Tensor& cg_indices, int64_t num_paths, int64_t dim1, int64_t dim2, int64_t dim_out) {
     const at::Tensor idx = cg_indices.contiguous();
-    const int64_t* r = idx.data_ptr<int64_t>();
-    const int64_t K = idx.size(0);
     HostPlan plan;
-    std::vector<int> pair_of(static_cast<size_t>(dim_out * dim1), -1);  // key k * dim1 + i
-    for (int64_t t = 0; t < K; ++t) {
-        const int64_t p = r[4 * t], i = r[4 * t + 1], j = r[4 * t + 2], k = r[4 * t + 3];
-        TORCH_CHECK(p >= 0 && p < num_paths && i >= 0 && i < dim1 && j >= 0 && j < dim2 && k >= 0 && k < dim_out,
-                    "allegro_tp: cg_indices row ", t, " = (", p, ", ", i, ", ", j, ", ", k,
-                    ") is outside (num_paths=", num_paths, ", dim1=", dim1, ", dim2=", dim2, ", dim_out=", dim_out,
-                    ")");
-        pair_of[k * dim1 + i] = 0;
-    }
-    // pairs sorted by (k, i): consecutive pairs write the same output row
-    for (int64_t key = 0; key < dim_out * dim1; ++key) {
-        if (pair_of[key] < 0) continue;
-        pair_of[key] = static_cast<int>(plan.pair_i.size());
-        plan.pair_i.push_back(static_cast<int>(key % dim1));
-        plan.pair_k.push_back(static_cast<int>(key / dim1));
-    }
-    for (int64_t t = 0; t < K; ++t) {
-        plan.entry_pair.push_back(pair_of[r[4 * t + 3] * dim1 + r[4 * t + 1]]);
-        plan.entry_j.push_back(static_cast<int>(r[4 * t + 2]));
-        plan.entry_path.push_back(static_cast<int>(r[4 * t]));
-    }
+    const int64_t bad = tp::build_plan(idx.data_ptr<int64_t>(), idx.size(0), num_paths, dim1, dim2, dim_out, plan);
+    TORCH_CHECK(bad < 0, "allegro_tp: cg_indices row ", bad, " = ", idx[bad < 0 ? 0 : bad],
+                " is outside (num_paths=", num_paths, ", dim1=", dim1, ", dim2=", dim2, ", dim_out=", dim_out, ")");
     return plan;
 }
 
@@ -239,7 +212,8 @@ at::Tensor allegro_tp_cpu(const at::Tensor& tensor_features, const at::Tensor& e
         check_inputs(tensor_features, env_edge, edge_center, node_norm, weights, cg_indices, cg_values, dim_out);
     for (const at::Tensor* t : {&tensor_features, &env_edge, &edge_center, &node_norm, &weights, &cg_indices, &cg_values})
         TORCH_CHECK(t->device().is_cpu(), "allegro_tp_cpu: all inputs must be on the CPU");
-    at::Tensor out = at::zeros({z.num_edges, z.mul, dim_out}, tensor_features.options());
+    // every edge's row is written (its centre has at least this edge)
+    at::Tensor out = at::empty({z.num_edges, z.mul, dim_out}, tensor_features.options());
     if (z.num_edges == 0 || z.mul == 0) return out;
     const at::Tensor x = tensor_features.contiguous(), y = env_edge.contiguous(), c = edge_center.contiguous(),
                      nn = node_norm.contiguous(), w = weights.contiguous(), v = cg_values.contiguous();
@@ -267,8 +241,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allegro_tp_backward_c
     for (const at::Tensor* t :
          {&grad_out, &tensor_features, &env_edge, &edge_center, &node_norm, &weights, &cg_indices, &cg_values})
         TORCH_CHECK(t->device().is_cpu(), "allegro_tp_backward_cpu: all inputs must be on the CPU");
-    at::Tensor gx = at::zeros_like(tensor_features, at::MemoryFormat::Contiguous);
-    at::Tensor gy = at::zeros_like(env_edge, at::MemoryFormat::Contiguous);
+    // gradients the kernel writes for every edge need no zero fill; masked-out ones stay zero
+    const auto alloc = [](const at::Tensor& like, bool written) {
+        return written ? at::empty(like.sizes(), like.options()) : at::zeros(like.sizes(), like.options());
+    };
+    at::Tensor gx = alloc(tensor_features, output_mask[0]);
+    at::Tensor gy = alloc(env_edge, output_mask[1]);
     at::Tensor gnn = at::zeros_like(node_norm, at::MemoryFormat::Contiguous);
     at::Tensor gw = at::zeros({z.mul, z.num_paths}, weights.options());
     if (z.num_edges == 0 || z.mul == 0) return {gx, gy, gnn, gw};

@@ -18,6 +18,7 @@
 /// Every function loops over channels u in [u_begin, u_end): the CPU kernel passes the whole range
 /// on channel-contiguous buffers (the loop vectorises), the CUDA kernel one channel per thread.
 #include <cstdint>
+#include <vector>
 
 #include "qallegro/common.h"
 
@@ -35,6 +36,43 @@ struct Plan {
     const int* entry_j;     ///< [K] index into env_edge's last axis
     const int* entry_path;  ///< [K] path p of row t
 };
+
+/// Host-side storage of a Plan (both devices build it on the host from the [K, 4] table).
+struct PlanData {
+    std::vector<int> pair_i, pair_k, entry_pair, entry_j, entry_path;
+    Plan view() const {
+        return {static_cast<int>(pair_i.size()), pair_i.data(), pair_k.data(), static_cast<int>(entry_pair.size()),
+                entry_pair.data(), entry_j.data(), entry_path.data()};
+    }
+};
+
+/// Builds the plan of a CG table given as K rows (path, i, j, k) of int64 (row-major [K, 4]).
+/// Returns -1, or the first row outside (num_paths, dim1, dim2, dim_out) (plan then incomplete).
+inline int64_t build_plan(const int64_t* rows, int64_t K, int64_t num_paths, int64_t dim1, int64_t dim2,
+                          int64_t dim_out, PlanData& plan) {
+    std::vector<int> pair_of(static_cast<size_t>(dim_out * dim1), -1);  // key k * dim1 + i
+    for (int64_t t = 0; t < K; ++t) {
+        const int64_t* r = rows + 4 * t;
+        if (r[0] < 0 || r[0] >= num_paths || r[1] < 0 || r[1] >= dim1 || r[2] < 0 || r[2] >= dim2 || r[3] < 0 ||
+            r[3] >= dim_out)
+            return t;
+        pair_of[r[3] * dim1 + r[1]] = 0;
+    }
+    // pairs sorted by (k, i): consecutive pairs write the same output row
+    for (int64_t key = 0; key < dim_out * dim1; ++key) {
+        if (pair_of[key] < 0) continue;
+        pair_of[key] = static_cast<int>(plan.pair_i.size());
+        plan.pair_i.push_back(static_cast<int>(key % dim1));
+        plan.pair_k.push_back(static_cast<int>(key / dim1));
+    }
+    for (int64_t t = 0; t < K; ++t) {
+        const int64_t* r = rows + 4 * t;
+        plan.entry_pair.push_back(pair_of[r[3] * dim1 + r[1]]);
+        plan.entry_j.push_back(static_cast<int>(r[2]));
+        plan.entry_path.push_back(static_cast<int>(r[0]));
+    }
+    return -1;
+}
 
 /// Row-major [rows][channels] view with unit channel stride (CPU scratch, CUDA node scratch):
 /// element (r, u) is data[r * row_stride + u].
