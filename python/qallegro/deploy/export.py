@@ -118,17 +118,22 @@ class DeployedModel(torch.nn.Module):
         pbc = torch.full((1, 3), periodic, dtype=torch.bool, device=pos.device)
 
         displacement = torch.zeros((3, 3), dtype=pos.dtype, device=pos.device)
+        model_pos = pos
+        model_cell = cell
         if not self.model_computes_forces:
-            # strain trick (Knuth et al., CPC 190, 33 (2015)): E(ε) with r -> r(1+ε), cell -> cell(1+ε)
+            # strain trick (Knuth et al., CPC 190, 33 (2015)): E(ε) with r -> r(1+ε), cell -> cell(1+ε);
+            # symmetric so that the virial is too
             displacement.requires_grad_(True)
             pos = pos.detach().requires_grad_(True)
-        strain = 0.5 * (displacement + displacement.transpose(0, 1))
+            strain = 0.5 * (displacement + displacement.transpose(0, 1))
+            model_pos = pos + pos @ strain
+            model_cell = cell + cell @ strain
         model_input: Dict[str, Tensor] = {
-            "pos": pos + pos @ strain,
+            "pos": model_pos,
             "atom_type": atom_type,
             "edge_index": edge_index,
             "edge_cell_shift": edge_cell_shift,
-            "cell": cell + cell @ strain,
+            "cell": model_cell,
             "pbc": pbc,
             "batch": torch.zeros((num_atoms,), dtype=torch.long, device=pos.device),
             "num_atoms": torch.full((1,), num_atoms, dtype=torch.long, device=pos.device),
