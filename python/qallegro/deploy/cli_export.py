@@ -6,7 +6,7 @@ import argparse
 import sys
 
 EXAMPLE = """qallegro export runs/culi/best.pt -o culi.pt --dtype float64
-  qallegro export model.pt -o deployed.pt --type-names Cu Li   # override/reorder type names
+  qallegro export model.pt -o deployed.pt --type-names Cu Li   # rename the types (model's order kept)
   # LAMMPS:  plugin load qallegroplugin.so / pair_style qallegro / pair_coeff * * culi.pt Cu Li
   # ASE:     from qallegro.calculator import QAllegroCalculator; atoms.calc = QAllegroCalculator("culi.pt")"""
 
