@@ -39,6 +39,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
 
 # 11 structures -> 9 train / 2 val; global batch 4 -> steps of 4, 4 and 1 structures, so in the last
 # step rank 1 holds nothing (the zero-weighted forward path); stress in the loss; gradient clipping
+@pytest.mark.slow  # spawns two interpreters (~30 s)
 @pytest.mark.parametrize("world", [2])
 def test_two_processes_match_one(tmp_path, world):
     structures = teacher_structures(11, seed=7, periodic=True)

