@@ -14,6 +14,17 @@
 #include <cmath>
 #include <cstdint>
 
+/// Pair-level functions sit in the innermost (SIMD) loops and the 2x2 algebra runs per lane per gate:
+/// force inlining on the host too, or GCC's heuristics leave 16-argument calls in place (the lane loops
+/// then do not vectorise) and call baseline-ISA copies from the AVX2 engine.
+#if defined(__CUDACC__)
+#define QALLEGRO_QDI_PAIR QALLEGRO_HD
+#elif defined(__GNUC__)
+#define QALLEGRO_QDI_PAIR inline __attribute__((always_inline))
+#else
+#define QALLEGRO_QDI_PAIR inline
+#endif
+
 namespace qallegro {
 namespace qdi {
 
@@ -31,7 +42,7 @@ struct Mat2 {
 
 /// The zero matrix.
 template <typename T>
-QALLEGRO_HD Mat2<T> mat2_zero() {
+QALLEGRO_QDI_PAIR Mat2<T> mat2_zero() {
     Mat2<T> m;
     for (int r = 0; r < 2; ++r)
         for (int c = 0; c < 2; ++c) m.re[r][c] = m.im[r][c] = T(0);
@@ -40,7 +51,7 @@ QALLEGRO_HD Mat2<T> mat2_zero() {
 
 /// The identity matrix.
 template <typename T>
-QALLEGRO_HD Mat2<T> mat2_identity() {
+QALLEGRO_QDI_PAIR Mat2<T> mat2_identity() {
     Mat2<T> m = mat2_zero<T>();
     m.re[0][0] = m.re[1][1] = T(1);
     return m;
@@ -48,7 +59,7 @@ QALLEGRO_HD Mat2<T> mat2_identity() {
 
 /// Matrix of a factor: a Pauli rotation by angle t (radians) or the Hadamard (t ignored).
 template <typename T>
-QALLEGRO_HD Mat2<T> factor_matrix(int32_t kind, T t) {
+QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
     Mat2<T> m = mat2_zero<T>();
     const T c = cos(t / 2), s = sin(t / 2);
     if (kind == kRX) {  // [[c, -is], [-is, c]]
@@ -72,7 +83,7 @@ QALLEGRO_HD Mat2<T> factor_matrix(int32_t kind, T t) {
 
 /// d/dt of a Pauli rotation: dR/dt = -(i/2) P R(t). (The Hadamard has no parameter: zero.)
 template <typename T>
-QALLEGRO_HD Mat2<T> factor_derivative(int32_t kind, T t) {
+QALLEGRO_QDI_PAIR Mat2<T> factor_derivative(int32_t kind, T t) {
     Mat2<T> m = mat2_zero<T>();
     const T c = cos(t / 2) / 2, s = sin(t / 2) / 2;
     if (kind == kRX) {
@@ -92,7 +103,7 @@ QALLEGRO_HD Mat2<T> factor_derivative(int32_t kind, T t) {
 
 /// Matrix product a * b.
 template <typename T>
-QALLEGRO_HD Mat2<T> mat2_mul(const Mat2<T>& a, const Mat2<T>& b) {
+QALLEGRO_QDI_PAIR Mat2<T> mat2_mul(const Mat2<T>& a, const Mat2<T>& b) {
     Mat2<T> m;
     for (int r = 0; r < 2; ++r)
         for (int c = 0; c < 2; ++c) {
@@ -106,7 +117,7 @@ QALLEGRO_HD Mat2<T> mat2_mul(const Mat2<T>& a, const Mat2<T>& b) {
 
 /// a + s * b for a real scalar s.
 template <typename T>
-QALLEGRO_HD Mat2<T> mat2_axpy(const Mat2<T>& a, T s, const Mat2<T>& b) {
+QALLEGRO_QDI_PAIR Mat2<T> mat2_axpy(const Mat2<T>& a, T s, const Mat2<T>& b) {
     Mat2<T> m;
     for (int r = 0; r < 2; ++r)
         for (int c = 0; c < 2; ++c) {
@@ -118,7 +129,7 @@ QALLEGRO_HD Mat2<T> mat2_axpy(const Mat2<T>& a, T s, const Mat2<T>& b) {
 
 /// Conjugate transpose.
 template <typename T>
-QALLEGRO_HD Mat2<T> mat2_adjoint(const Mat2<T>& a) {
+QALLEGRO_QDI_PAIR Mat2<T> mat2_adjoint(const Mat2<T>& a) {
     Mat2<T> m;
     for (int r = 0; r < 2; ++r)
         for (int c = 0; c < 2; ++c) {
@@ -131,7 +142,7 @@ QALLEGRO_HD Mat2<T> mat2_adjoint(const Mat2<T>& a) {
 /// Re tr(a * c): the real part of sum_{r,k} a[r][k] c[k][r]. With the cross matrix
 /// c = sum_pairs phi (x) conj(lambda) this is Re <lambda| a |phi>, the adjoint method's inner product.
 template <typename T>
-QALLEGRO_HD T mat2_re_trace_product(const Mat2<T>& a, const Mat2<T>& c) {
+QALLEGRO_QDI_PAIR T mat2_re_trace_product(const Mat2<T>& a, const Mat2<T>& c) {
     T acc = T(0);
     for (int r = 0; r < 2; ++r)
         for (int k = 0; k < 2; ++k) acc += a.re[r][k] * c.re[k][r] - a.im[r][k] * c.im[k][r];
@@ -140,7 +151,7 @@ QALLEGRO_HD T mat2_re_trace_product(const Mat2<T>& a, const Mat2<T>& c) {
 
 /// (a0, a1) <- m (a0, a1): a single-qubit gate on one amplitude pair.
 template <typename T>
-QALLEGRO_HD void apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, T m11r, T m11i, T& a0r,
+QALLEGRO_QDI_PAIR void apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, T m11r, T m11i, T& a0r,
                             T& a0i, T& a1r, T& a1i) {
     const T b0r = m00r * a0r - m00i * a0i + m01r * a1r - m01i * a1i;
     const T b0i = m00r * a0i + m00i * a0r + m01r * a1i + m01i * a1r;
@@ -154,7 +165,7 @@ QALLEGRO_HD void apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, T m1
 
 /// (b0, b1) += m (a0, a1), leaving a untouched (used for tangent terms dM * psi).
 template <typename T>
-QALLEGRO_HD void add_apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, T m11r, T m11i, T a0r,
+QALLEGRO_QDI_PAIR void add_apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, T m11r, T m11i, T a0r,
                                 T a0i, T a1r, T a1i, T& b0r, T& b0i, T& b1r, T& b1i) {
     b0r += m00r * a0r - m00i * a0i + m01r * a1r - m01i * a1i;
     b0i += m00r * a0i + m00i * a0r + m01r * a1i + m01i * a1r;
@@ -162,23 +173,24 @@ QALLEGRO_HD void add_apply_pair(T m00r, T m00i, T m01r, T m01i, T m10r, T m10i, 
     b1i += m10r * a0i + m10i * a0r + m11r * a1i + m11i * a1r;
 }
 
-/// c += phi (x) conj(lam) on one pair: c[r][k] += phi_r * conj(lam_k), with c stored as 8 reals
-/// (re00, im00, re01, im01, re10, im10, re11, im11).
+/// c += phi (x) conj(lam) on one pair: c[r][k] += phi_r * conj(lam_k), the cross matrix of the adjoint
+/// method, as 8 reals (re00, im00, re01, im01, re10, im10, re11, im11).
 template <typename T>
-QALLEGRO_HD void accumulate_cross(T p0r, T p0i, T p1r, T p1i, T l0r, T l0i, T l1r, T l1i, T* c) {
-    c[0] += p0r * l0r + p0i * l0i;
-    c[1] += p0i * l0r - p0r * l0i;
-    c[2] += p0r * l1r + p0i * l1i;
-    c[3] += p0i * l1r - p0r * l1i;
-    c[4] += p1r * l0r + p1i * l0i;
-    c[5] += p1i * l0r - p1r * l0i;
-    c[6] += p1r * l1r + p1i * l1i;
-    c[7] += p1i * l1r - p1r * l1i;
+QALLEGRO_QDI_PAIR void accumulate_cross(T p0r, T p0i, T p1r, T p1i, T l0r, T l0i, T l1r, T l1i, T& c0, T& c1, T& c2,
+                                  T& c3, T& c4, T& c5, T& c6, T& c7) {
+    c0 += p0r * l0r + p0i * l0i;
+    c1 += p0i * l0r - p0r * l0i;
+    c2 += p0r * l1r + p0i * l1i;
+    c3 += p0i * l1r - p0r * l1i;
+    c4 += p1r * l0r + p1i * l0i;
+    c5 += p1i * l0r - p1r * l0i;
+    c6 += p1r * l1r + p1i * l1i;
+    c7 += p1i * l1r - p1r * l1i;
 }
 
 /// Unpacks an 8-real cross accumulator into a Mat2.
 template <typename T>
-QALLEGRO_HD Mat2<T> cross_to_mat2(const T* c) {
+QALLEGRO_QDI_PAIR Mat2<T> cross_to_mat2(const T* c) {
     Mat2<T> m;
     m.re[0][0] = c[0];
     m.im[0][0] = c[1];
@@ -193,7 +205,7 @@ QALLEGRO_HD Mat2<T> cross_to_mat2(const T* c) {
 
 /// Contribution of one pair to <psi| P |psi> for the Pauli P on the pair's qubit.
 template <typename T>
-QALLEGRO_HD T pauli_expectation_pair(int32_t pauli, T a0r, T a0i, T a1r, T a1i) {
+QALLEGRO_QDI_PAIR T pauli_expectation_pair(int32_t pauli, T a0r, T a0i, T a1r, T a1i) {
     if (pauli == kPauliX) return 2 * (a0r * a1r + a0i * a1i);  // 2 Re(conj(a0) a1)
     if (pauli == kPauliY) return 2 * (a0r * a1i - a0i * a1r);  // 2 Im(conj(a0) a1)
     return a0r * a0r + a0i * a0i - a1r * a1r - a1i * a1i;
@@ -201,7 +213,7 @@ QALLEGRO_HD T pauli_expectation_pair(int32_t pauli, T a0r, T a0i, T a1r, T a1i) 
 
 /// (l0, l1) += g P (a0, a1): builds lambda = H psi for the observable H = sum_m g_m P_{q_m}.
 template <typename T>
-QALLEGRO_HD void add_pauli_pair(int32_t pauli, T g, T a0r, T a0i, T a1r, T a1i, T& l0r, T& l0i, T& l1r,
+QALLEGRO_QDI_PAIR void add_pauli_pair(int32_t pauli, T g, T a0r, T a0i, T a1r, T a1i, T& l0r, T& l0i, T& l1r,
                                 T& l1i) {
     if (pauli == kPauliX) {
         l0r += g * a1r;
@@ -222,7 +234,7 @@ QALLEGRO_HD void add_pauli_pair(int32_t pauli, T g, T a0r, T a0i, T a1r, T a1i, 
 }
 
 /// Index of the first amplitude of pair p for a gate on bit position k: p with a 0 inserted at bit k.
-QALLEGRO_HD int64_t pair_index(int64_t p, int k) {
+QALLEGRO_QDI_PAIR int64_t pair_index(int64_t p, int k) {
     const int64_t low = p & ((int64_t(1) << k) - 1);
     return ((p >> k) << (k + 1)) | low;
 }

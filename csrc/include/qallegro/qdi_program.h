@@ -183,5 +183,95 @@ QALLEGRO_HD Mat2<T> block_matrix(const Factor* factors, int n_factors, const T* 
     return m;
 }
 
+/// Permutation tables of a program's CNOT chains (new[j] = old[source(j)]); computed on the fly above
+/// 16 qubits, where a table would no longer fit in cache.
+struct Chains {
+    std::vector<std::vector<int32_t>> tables;
+    const Program* prog;
+    explicit Chains(const Program& p) : prog(&p) {
+        if (p.n_qubits > 16) return;
+        for (const auto& c : p.chains) {
+            std::vector<int32_t> t(p.dim());
+            for (int64_t j = 0; j < p.dim(); ++j)
+                t[j] = int32_t(cnot_chain_source(j, c.control_bits.data(), c.target_bits.data(),
+                                                 int(c.control_bits.size())));
+            tables.push_back(std::move(t));
+        }
+    }
+    /// Source index of basis state j under chain `chain`.
+    int64_t source(int chain, int64_t j) const {
+        if (!tables.empty()) return tables[chain][j];
+        const auto& c = prog->chains[chain];
+        return cnot_chain_source(j, c.control_bits.data(), c.target_bits.data(), int(c.control_bits.size()));
+    }
+};
+
+/// Per-step matrices shared by every sample: a fused block is M = post * E(x) * pre, with E the
+/// embedding rotation (the only per-sample factor), pre the Hadamard (or identity) and post the
+/// variational factors. Blocks without an embedding have E = pre = identity, so M = post.
+template <typename T>
+struct StepMats {
+    int32_t emb_kind = -1, emb_param = -1;  // embedding rotation and its input index, or -1
+    int32_t n_w = 0;
+    int32_t w_param[kMaxFactors];      // theta indices of the variational factors
+    Mat2<T> pre, post;                 // see above
+    Mat2<T> dpost[kMaxFactors];        // d post / d w_f
+    Mat2<T> dpost_t;                   // sum_f t_f d post / d w_f (weight tangent t; second order)
+    Mat2<T> ddpost_t[kMaxFactors];     // sum_g t_g d^2 post / d w_f d w_g (second order)
+};
+
+/// Builds StepMats for every block step. theta_w: [n_params] with the weights at n_inputs.. (the input
+/// entries are ignored); tangent_w: same layout or null (first order only).
+template <typename T>
+std::vector<StepMats<T>> prepare_steps(const Program& prog, const T* theta_w, const T* tangent_w) {
+    std::vector<StepMats<T>> out(prog.steps.size());
+    for (size_t i = 0; i < prog.steps.size(); ++i) {
+        const Step& st = prog.steps[i];
+        StepMats<T>& sm = out[i];
+        if (st.chain >= 0) continue;
+        int emb = -1;
+        for (int f = 0; f < st.n_factors; ++f)
+            if (st.factors[f].param >= 0 && st.factors[f].param < prog.n_inputs) emb = f;
+        const Factor* post = st.factors + emb + 1;
+        const int n_post = st.n_factors - emb - 1;
+        sm.pre = emb >= 0 ? block_matrix<T>(st.factors, emb, theta_w) : mat2_identity<T>();
+        sm.post = block_matrix<T>(post, n_post, theta_w);
+        if (emb >= 0) sm.emb_kind = st.factors[emb].kind, sm.emb_param = st.factors[emb].param;
+        sm.n_w = n_post;
+        sm.dpost_t = mat2_zero<T>();
+        for (int f = 0; f < n_post; ++f) {
+            sm.w_param[f] = post[f].param;
+            sm.dpost[f] = block_matrix<T>(post, n_post, theta_w, f);
+            if (tangent_w) sm.dpost_t = mat2_axpy(sm.dpost_t, tangent_w[post[f].param], sm.dpost[f]);
+        }
+        for (int f = 0; f < n_post && tangent_w; ++f) {
+            sm.ddpost_t[f] = mat2_zero<T>();
+            for (int g = 0; g < n_post; ++g)
+                sm.ddpost_t[f] = mat2_axpy(sm.ddpost_t[f], tangent_w[post[g].param],
+                                           block_matrix<T>(post, n_post, theta_w, f, g));
+        }
+    }
+    return out;
+}
+
+/// Pointers of one kernel call (host memory, contiguous).
+template <typename T>
+struct Job {
+    const Program* prog;
+    const Chains* chains;
+    const std::vector<StepMats<T>>* mats;
+    int64_t batch;
+    const T* x;          // [B, F] inputs
+    const T* tx;         // [B, F] input tangents, or null
+    const T* gy;         // [B, M] output cotangents (backward), or null
+    const T* state_in;   // [B, dim] interleaved complex final states (first-order backward), or null
+    T* y;                // [B, M] expectations (forward)
+    T* state_out;        // [B, dim] interleaved complex (forward)
+    T* gx;               // [B, F] input gradients / Hessian-vector products
+    T* gw;               // [P] weight gradients (sum of gw_parts)
+    T* gw_parts;         // [groups, P] weight gradients per group
+    T* jvp;              // [B, M] Jacobian-vector product (second order)
+};
+
 }  // namespace qdi
 }  // namespace qallegro
