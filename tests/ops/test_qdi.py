@@ -1,0 +1,209 @@
+"""qallegro::qdi: kernel == pure-torch reference == PennyLane, exact first and second derivatives."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from tests.ops.qdi_tolerances import TOL
+
+from qallegro.ops import HAS_KERNELS, reference
+from qallegro.ops.qdi import ENTANGLERS, MEASUREMENT_MODES, ROTATIONS, qdi, qdi_with_state
+
+pytestmark = pytest.mark.skipif(not HAS_KERNELS, reason="compiled qallegro ops not built")
+
+COMBOS = list(itertools.product(ROTATIONS, ENTANGLERS, ROTATIONS, MEASUREMENT_MODES))
+
+
+def sample_inputs(device="cpu", dtype=torch.float64, n=3, uploads=2, depth=2, entangling="strong", batch=5, seed=0):
+    """Random angles over several periods: inputs [batch, uploads*n], weights [uploads, depth, n, K]."""
+    gen = torch.Generator().manual_seed(seed)
+    k = 3 if entangling == "strong" else 1
+    x = (torch.rand(batch, uploads * n, generator=gen, dtype=torch.float64) * 4 - 2) * math.pi
+    w = torch.rand(uploads, depth, n, k, generator=gen, dtype=torch.float64) * 2 * math.pi
+    return x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS)
+def test_kernel_matches_reference(dtype, rotation, entangling, measure, mode):
+    rtol, atol = TOL[dtype]
+    cfg = (rotation, entangling, measure, mode)
+    for n, batch, seed in [(1, 3, 1), (2, 9, 2), (4, 7, 3)]:
+        x, w = sample_inputs(dtype=dtype, n=n, entangling=entangling, batch=batch, seed=seed)
+        y, state = qdi_with_state(x, w, *cfg)
+        y_ref, state_ref = reference.qdi_reference(x.double(), w.double(), *cfg)
+        torch.testing.assert_close(y.double(), y_ref, rtol=rtol, atol=atol * 10)
+        torch.testing.assert_close(state.to(torch.complex128), state_ref, rtol=rtol, atol=atol * 10)
+        # unitarity: the state stays normalised through every gate
+        norm = state.abs().pow(2).sum(-1).double()
+        torch.testing.assert_close(norm, torch.ones_like(norm), rtol=rtol, atol=atol * 10)
+
+
+@pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS[::5])
+def test_first_and_second_derivatives_match_reference(rotation, entangling, measure, mode):
+    rtol, atol = TOL[torch.float64]
+    cfg = (rotation, entangling, measure, mode)
+    x, w = sample_inputs(n=3, entangling=entangling, batch=6, seed=7)
+    outs = []
+    for use_kernel in (True, False):
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = qdi(xr, wr, *cfg, use_kernel=use_kernel)
+        gy = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+        gx, gw = torch.autograd.grad(y, (xr, wr), gy, create_graph=True)
+        # a force-like loss: differentiate a function of the first derivatives again
+        loss = (gx.sin() * torch.arange(gx.numel(), dtype=gx.dtype).reshape(gx.shape)).sum() + (gw**2).sum()
+        hx, hw = torch.autograd.grad(loss, (xr, wr))
+        outs.append((y, gx, gw, hx, hw))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * 100)
+
+
+@pytest.mark.parametrize(
+    "rotation,entangling,measure,mode,n",
+    [("X", "strong", "Y", "none", 3), ("Z", "basic", "X", "single", 2), ("Y", "strong", "Z", "even", 1)],
+)
+def test_gradcheck_gradgradcheck(rotation, entangling, measure, mode, n):
+    x, w = sample_inputs(n=n, entangling=entangling, batch=3, seed=11, depth=2)
+    x.requires_grad_()
+    w.requires_grad_()
+
+    def f(a, b):
+        return qdi(a, b, rotation, entangling, measure, mode)
+
+    assert torch.autograd.gradcheck(f, (x, w))
+    assert torch.autograd.gradgradcheck(f, (x, w))
+
+
+def test_adjoint_gradient_equals_parameter_shift():
+    """Each angle enters one Pauli rotation: d<P>/dt = (<P>(t + pi/2) - <P>(t - pi/2)) / 2, exactly."""
+    cfg = ("Z", "strong", "Y", "none")
+    x, w = sample_inputs(n=3, batch=4, seed=5)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = qdi(xr, wr, *cfg)
+    gy = torch.rand(y.shape, generator=torch.Generator().manual_seed(0), dtype=y.dtype)
+    gx, gw = torch.autograd.grad(y, (xr, wr), gy)
+    with torch.no_grad():
+        for f in range(x.shape[1]):
+            e = torch.zeros_like(x)
+            e[:, f] = math.pi / 2
+            shift = ((qdi(x + e, w, *cfg) - qdi(x - e, w, *cfg)) / 2 * gy).sum(-1)
+            torch.testing.assert_close(gx[:, f], shift, rtol=1e-10, atol=1e-12)
+        for idx in [(0, 0, 0, 0), (1, 1, 2, 1), (0, 1, 1, 2)]:
+            e = torch.zeros_like(w)
+            e[idx] = math.pi / 2
+            shift = ((qdi(x, w + e, *cfg) - qdi(x, w - e, *cfg)) / 2 * gy).sum()
+            torch.testing.assert_close(gw[idx], shift, rtol=1e-10, atol=1e-12)
+
+
+def test_results_do_not_depend_on_thread_count():
+    x, w = sample_inputs(n=4, batch=37, seed=9)
+    x.requires_grad_()
+    threads = torch.get_num_threads()
+    results = []
+    for t in (1, 2):
+        torch.set_num_threads(t)
+        y = qdi(x, w.requires_grad_())
+        results.append((y,) + torch.autograd.grad(y.sum(), (x, w)))
+    torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_opcheck():
+    x, w = sample_inputs(n=2, batch=4, seed=3)
+    cfg = ("X", "strong", "Y", "none")
+    torch.library.opcheck(torch.ops.qallegro.qdi.default, (x, w) + cfg, test_utils=("test_schema", "test_faketensor"))
+    y, state = torch.ops.qallegro.qdi(x, w, *cfg)
+    gy = torch.ones_like(y)
+    torch.library.opcheck(
+        torch.ops.qallegro.qdi_backward.default, (gy, state, x, w) + cfg, test_utils=("test_schema", "test_faketensor")
+    )
+    torch.library.opcheck(
+        torch.ops.qallegro.qdi_double_backward.default,
+        (torch.ones_like(x), None, gy, x, w) + cfg,
+        test_utils=("test_schema", "test_faketensor"),
+    )
+
+
+def test_third_derivative_raises():
+    x, w = sample_inputs(n=2, batch=2)
+    x.requires_grad_()
+    (gx,) = torch.autograd.grad(qdi(x, w).sum(), x, create_graph=True)
+    (hx,) = torch.autograd.grad(gx.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="third derivatives"):
+        torch.autograd.grad(hx.sum(), x)
+
+
+def test_bad_inputs():
+    x, w = sample_inputs(n=2, batch=2)
+    with pytest.raises(RuntimeError, match="rotation must be"):
+        torch.ops.qallegro.qdi(x, w, "W", "strong", "Y", "none")
+    with pytest.raises(RuntimeError, match="measurement_mode"):
+        torch.ops.qallegro.qdi(x, w, "X", "strong", "Y", "odd")
+    with pytest.raises(RuntimeError, match="inputs.size\\(1\\)"):
+        torch.ops.qallegro.qdi(x[:, :3], w, "X", "strong", "Y", "none")
+    with pytest.raises(RuntimeError, match="needs 1 parameters per gate"):
+        torch.ops.qallegro.qdi(x, w, "X", "basic", "Y", "none")
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.qallegro.qdi(x.float(), w, "X", "strong", "Y", "none")
+    with pytest.raises(ValueError, match="n_qubits"):
+        qdi(torch.zeros(1, 26, dtype=torch.float64), torch.zeros(1, 1, 26, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="measure must be"):
+        qdi(x, w, measure="W")
+    y, state = torch.ops.qallegro.qdi(x, w, "X", "strong", "Y", "none")
+    with pytest.raises(RuntimeError, match="state must be"):
+        torch.ops.qallegro.qdi_backward(torch.ones_like(y), state[:, :2], x, w, "X", "strong", "Y", "none")
+
+
+def test_batch_too_large_for_memory_names_the_size():
+    x = torch.zeros(1 << 20, 25, dtype=torch.float64)
+    w = torch.zeros(1, 1, 25, 3, dtype=torch.float64)
+    with pytest.raises(MemoryError, match=r"needs [0-9.]+ GiB"):
+        qdi(x, w)
+
+
+def _pennylane_circuit(qml, n, uploads, rotation, entangling, measure, mode):
+    dev = qml.device("default.qubit", wires=n)
+    pauli = {"X": qml.PauliX, "Y": qml.PauliY, "Z": qml.PauliZ}[measure]
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def circuit(x, w):
+        for u in range(uploads):
+            if rotation == "Z":
+                for q in range(n):
+                    qml.Hadamard(wires=q)
+            qml.AngleEmbedding(x[u * n : (u + 1) * n], wires=range(n), rotation=rotation)
+            if entangling == "strong":
+                qml.StronglyEntanglingLayers(w[u], wires=range(n))
+            else:
+                qml.BasicEntanglerLayers(w[u, :, :, 0], wires=range(n))
+        if mode == "single":
+            for q in range(n - 1):
+                qml.CNOT(wires=[q, q + 1])
+        return [qml.expval(pauli(q)) for q in reference.qdi_measured_qubits(n, mode)]
+
+    return circuit
+
+
+@pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS)
+def test_matches_pennylane(rotation, entangling, measure, mode):
+    """The same circuit as a PennyLane QNode (default.qubit): expectations and gradients to 1e-10."""
+    qml = pytest.importorskip("pennylane")
+    n = 3 if mode != "single" else 4
+    cfg = (rotation, entangling, measure, mode)
+    x, w = sample_inputs(n=n, entangling=entangling, batch=2, seed=13)
+    circuit = _pennylane_circuit(qml, n, 2, *cfg)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = qdi(xr, wr, *cfg)
+    gy = torch.rand(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    gx, gw = torch.autograd.grad(y, (xr, wr), gy)
+    gw_pl = torch.zeros_like(w)
+    for b in range(x.shape[0]):
+        xb, wb = x[b].clone().requires_grad_(), w.clone().requires_grad_()
+        yb = torch.stack(list(circuit(xb, wb)))
+        torch.testing.assert_close(y[b].detach(), yb.detach(), rtol=1e-10, atol=1e-10)
+        gxb, gwb = torch.autograd.grad((yb * gy[b]).sum(), (xb, wb))
+        torch.testing.assert_close(gx[b], gxb, rtol=1e-10, atol=1e-10)
+        gw_pl += gwb
+    torch.testing.assert_close(gw, gw_pl, rtol=1e-10, atol=1e-10)
