@@ -1,0 +1,132 @@
+"""QDILayer: hyperparameter errors, backends agree, shot-noise statistics, force-style training."""
+
+import math
+
+import pytest
+import torch
+from tests.ops.qdi_tolerances import TOL
+
+from qallegro.nn.qdi import QDILayer, sample_expectations
+from qallegro.ops import HAS_KERNELS
+
+needs_kernels = pytest.mark.skipif(not HAS_KERNELS, reason="compiled qallegro ops not built")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(in_features=4, n_qubits=0), "n_qubits"),
+        (dict(in_features=26, n_qubits=26), "n_qubits"),
+        (dict(in_features=6, n_qubits=4), "multiple of n_qubits"),
+        (dict(in_features=4, rotation="W"), "rotation"),
+        (dict(in_features=4, measure="W"), "measure"),
+        (dict(in_features=4, entangling="random"), "entangling"),
+        (dict(in_features=4, measurement_mode="odd"), "measurement_mode"),
+        (dict(in_features=4, backend="tpu"), "backend"),
+        (dict(in_features=4, shots=0), "shots"),
+        (dict(in_features=4, depth=0), "depth"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QDILayer(**kwargs)
+
+
+@pytest.mark.parametrize("mode,n,expected", [("none", 5, 5), ("even", 5, 3), ("single", 5, 1), ("even", 4, 2)])
+def test_out_features(mode, n, expected):
+    layer = QDILayer(2 * n, n_qubits=n, depth=1, measurement_mode=mode, backend="reference")
+    assert layer.out_features == expected
+    assert layer.uploads == 2
+    assert layer(torch.rand(3, 2 * n)).shape == (3, expected)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_backend_matches_reference(dtype):
+    rtol, atol = TOL[dtype]
+    torch.manual_seed(0)
+    layer = QDILayer(8, n_qubits=4, depth=3, rotation="Z", entangling="basic", measure="X").to(dtype)
+    ref = QDILayer(8, n_qubits=4, depth=3, rotation="Z", entangling="basic", measure="X", backend="reference")
+    ref = ref.to(dtype)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.rand(2, 5, 8, dtype=dtype) * 3  # leading dims are flattened and restored
+    y, y_ref = layer(x), ref(x)
+    assert y.shape == (2, 5, 4)
+    torch.testing.assert_close(y, y_ref, rtol=rtol, atol=atol * 10)
+    assert (y.abs() <= 1 + 1e-6).all()
+
+
+@needs_kernels
+def test_wrong_device_backend_is_an_error():
+    layer = QDILayer(4, n_qubits=4, backend="cuda")
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        layer(torch.rand(2, 4))
+
+
+@needs_kernels
+def test_force_training_step_matches_reference():
+    """E(r) = sum(lin(QDI(lin(r)))); loss on F = -dE/dr; the weight gradient needs d^2 E / dr dw."""
+    torch.manual_seed(1)
+    grads = []
+    for backend in ("cpu", "reference"):
+        torch.manual_seed(1)
+        pre = torch.nn.Linear(3, 6).double()
+        layer = QDILayer(6, n_qubits=3, depth=2, backend=backend).double()
+        post = torch.nn.Linear(3, 1).double()
+        pos = torch.rand(5, 3, dtype=torch.float64, requires_grad=True)
+        energy = post(layer(pre(pos))).sum()
+        (forces,) = torch.autograd.grad(-energy, pos, create_graph=True)
+        loss = (forces - 1.0).pow(2).mean() + 0.1 * energy**2
+        loss.backward()
+        grads.append([p.grad.clone() for p in (*pre.parameters(), layer.weights, *post.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_sample_expectations_statistics():
+    """N-shot estimates are unbiased with variance (1 - <P>^2) / N."""
+    gen = torch.Generator().manual_seed(123)
+    exact = torch.tensor([-0.9, -0.3, 0.0, 0.5, 1.0], dtype=torch.float64)
+    shots, repeats = 200, 4000
+    est = sample_expectations(exact.expand(repeats, -1).contiguous(), shots, gen)
+    assert est.shape == (repeats, 5)
+    # estimates lie on the 2k/N - 1 grid
+    k = (est + 1) * shots / 2
+    torch.testing.assert_close(k, k.round())
+    var = (1 - exact**2) / shots
+    mean_err = (est.mean(0) - exact).abs()
+    assert (mean_err <= 5 * torch.sqrt(var / repeats) + 1e-12).all(), mean_err
+    ratio = est.var(0)[:4] / var[:4]  # chi-square: relative sd of a variance estimate ~ sqrt(2/repeats)
+    assert ((ratio - 1).abs() < 5 * math.sqrt(2 / repeats)).all(), ratio
+    assert est[:, 4].eq(1).all()  # an eigenstate gives no noise
+
+
+@needs_kernels
+def test_shot_mode_is_seeded_and_converges():
+    torch.manual_seed(2)
+    make = lambda shots: QDILayer(4, n_qubits=2, depth=2, shots=shots, shot_seed=7).double()  # noqa: E731
+    exact_layer = make(None).eval()
+    x = torch.rand(64, 4, dtype=torch.float64, requires_grad=True)
+    a, b = make(1000).eval(), make(1000).eval()
+    b.load_state_dict(a.state_dict())
+    exact_layer.load_state_dict(a.state_dict())
+    ya, yb = a(x), b(x)
+    assert torch.equal(ya, yb)  # same seed, same samples
+    exact = exact_layer(x)
+    assert not torch.equal(ya, exact)
+    sd = torch.sqrt((1 - exact.detach() ** 2) / 1000)
+    assert ((ya - exact).abs() <= 6 * sd + 1e-12).all()
+    # training mode ignores shots
+    a.train()
+    torch.testing.assert_close(a(x), exact)
+    a.eval()
+    # parameter-shift gradients from shots approach the exact adjoint gradient as shots grow
+    (g_exact,) = torch.autograd.grad(exact.sum(), x)
+    errs = []
+    for shots in (100, 100000):
+        layer = make(shots).eval()
+        layer.load_state_dict(a.state_dict())
+        (g,) = torch.autograd.grad(layer(x).sum(), x)
+        errs.append((g - g_exact).abs().mean().item())
+    assert errs[1] < errs[0] / 10
+    assert errs[1] < 0.02
