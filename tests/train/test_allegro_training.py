@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import DATA
+from tests.train.train_fixtures import DATA
 from qallegro.cli import main
 
 ETHANOL = DATA / "ethanol_rmd17_100.extxyz"

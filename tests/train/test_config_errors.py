@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import standin_config, teacher_structures
+from tests.train.train_fixtures import standin_config, teacher_structures
 from qallegro.train import fit, load_config
 from qallegro.train.config import config_from_dict
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import TOL, standin_config, teacher_structures
+from tests.train.train_fixtures import TOL, standin_config, teacher_structures
 from qallegro.train import fit
 from qallegro.train.checkpoint import load_checkpoint
 
@@ -24,7 +22,6 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)

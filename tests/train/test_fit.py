@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from conftest import standin_config, teacher_structures
+from tests.train.train_fixtures import standin_config, teacher_structures
 from qallegro.train import evaluate, fit
 from qallegro.train.checkpoint import load_checkpoint, model_from_checkpoint
 

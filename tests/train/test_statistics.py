@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TOL, teacher_structures
+from tests.train.train_fixtures import TOL, teacher_structures
 from qallegro.data import collate
 from qallegro.train.config import LossConfig
 from qallegro.train.dataset import concat

@@ -1,4 +1,6 @@
-"""Fixtures for the trainer tests: teacher-labelled structures and the stand-in pair model.
+"""Helpers for the trainer tests: teacher-labelled structures and the stand-in pair model.
+
+A plain module (not conftest.py), imported as ``tests.train.train_fixtures``.
 
 Labels come from a randomly initialised :class:`train_standin.PairPotential` ("teacher"), so a
 student of the same form can fit them exactly and the tests measure the trainer, not the model.
@@ -6,19 +8,13 @@ student of the same form can fit them exactly and the tests measure the trainer,
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.conftest import SHARED_DATA as DATA  # noqa: F401 (re-exported for the tests)
+from tests.train import train_standin
 
-import train_standin  # noqa: E402
-
-DATA = Path(os.environ.get("QALLEGRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-STANDIN_BUILDER = "train_standin:build"
+STANDIN_BUILDER = "tests.train.train_standin:build"
 
 # one (dtype) -> (rtol, atol) table for the room
 TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-6)}
