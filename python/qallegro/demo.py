@@ -1,0 +1,30 @@
+"""``qallegro demo``: a few-minute tour on the shipped Cu-Li data (GFN1-xTB): Allegro, Allegro+MLP
+and Allegro+QDI trained on the same split, the comparison table printed and the Pareto plot written.
+It is ``qallegro reproduce`` with a small budget (one seed, ~1 minute of training per model)."""
+
+from __future__ import annotations
+
+import argparse
+
+from qallegro import reproduce
+
+EXAMPLE = "qallegro demo                 # writes results/demo/table.md and results/demo/pareto.png\n" \
+          "  qallegro demo --budget 120    # longer training per model"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", type=float, default=50.0, help="training seconds per model (default 50)")
+    parser.add_argument("--out", default="results/demo", help="output folder")
+    parser.add_argument("--limit", type=int, default=160, help="structures used (default 160)")
+
+
+def run(args: argparse.Namespace) -> int:
+    full = argparse.ArgumentParser()
+    reproduce.add_arguments(full)
+    settings = full.parse_args([
+        "--data", "culi-gfn1xtb", "--seeds", "1", "--budget", str(args.budget), "--out", args.out,
+        "--limit", str(args.limit), "--split", "0.6,0.15,0.25", "--r-max", "4.5",
+    ])
+    print("qallegro demo: Allegro, Allegro+MLP and Allegro+QDI on shipped Cu-Li GFN1-xTB data "
+          f"({args.budget:.0f} s of training each)", flush=True)
+    return reproduce.run(settings)
