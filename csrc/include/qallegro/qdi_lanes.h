@@ -263,8 +263,8 @@ struct Engine {
                 adjoint_pass<true>(dim, k, Md, dMd, phi, lam, dphi, dlam, &c0[0][0], &c12[0][0]);
             else
                 adjoint_pass<false>(dim, k, Md, dMd, phi, lam, dphi, dlam, &c0[0][0], &c12[0][0]);
-            // dL/dtheta_j = 2 Re tr(dM/dtheta_j C0); its tangent derivative adds C12 and d^2 M (see
-            // python/qallegro/ops/qdi.py). Weight terms are summed over lanes before the traces.
+            // derivative terms (qdi_program.h: block_input_terms, block_weight_terms); the weight terms
+            // are summed over lanes before the traces
             Mat2<T> S1 = mat2_zero<T>(), S2 = mat2_zero<T>();
             if (sm.emb_param < 0) {  // M = post for every lane: sum the cross matrices over lanes
                 T a0[8] = {}, a12[8] = {};
@@ -276,29 +276,10 @@ struct Engine {
             for (int s = 0; s < count && sm.emb_param >= 0; ++s) {
                 T a0[8], a12[8];
                 for (int e = 0; e < 8; ++e) a0[e] = c0[e][s], a12[e] = c12[e][s];
-                const Mat2<T> C0 = cross_to_mat2(a0), C12 = cross_to_mat2(a12);
-                const T xs = x[s * F + sm.emb_param], ts = tx[s * F + sm.emb_param];
-                const Mat2<T> A = mat2_mul(factor_matrix<T>(sm.emb_kind, xs), sm.pre);
-                const Mat2<T> dA = mat2_mul(factor_derivative<T>(sm.emb_kind, xs), sm.pre);
-                const Mat2<T> AC0 = mat2_mul(A, C0), dAC0 = mat2_mul(dA, C0);
-                T& g = gx[s * F + sm.emb_param];
-                if (!second) {
-                    g += 2 * mat2_re_trace_product(sm.post, dAC0);
-                } else {  // d^2M/dx^2 = -M/4, d^2M/dx dw = dpost dA
-                    g += 2 * (mat2_re_trace_product(sm.post, mat2_mul(dA, C12)) +
-                              mat2_re_trace_product(sm.dpost_t, dAC0) -
-                              ts / 4 * mat2_re_trace_product(sm.post, AC0));
-                    S1 = mat2_axpy(mat2_axpy(S1, T(1), mat2_mul(A, C12)), ts, dAC0);
-                }
-                S2 = mat2_axpy(S2, T(1), AC0);
+                block_input_terms(sm, x[s * F + sm.emb_param], tx[s * F + sm.emb_param], cross_to_mat2(a0),
+                                  cross_to_mat2(a12), second, gx[s * F + sm.emb_param], S1, S2);
             }
-            for (int f = 0; f < sm.n_w; ++f) {
-                T& g = gw[sm.w_param[f] - F];
-                if (!second)
-                    g += 2 * mat2_re_trace_product(sm.dpost[f], S2);
-                else
-                    g += 2 * (mat2_re_trace_product(sm.dpost[f], S1) + mat2_re_trace_product(sm.ddpost_t[f], S2));
-            }
+            block_weight_terms(sm, S1, S2, second, F, gw);
         }
     }
 };

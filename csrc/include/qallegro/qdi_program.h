@@ -254,6 +254,42 @@ std::vector<StepMats<T>> prepare_steps(const Program& prog, const T* theta_w, co
     return out;
 }
 
+/// Input terms of a block's derivatives for one sample, from its cross matrices C0 = sum phi_b (x)
+/// conj(lam_a) and (second order) C12 = sum phi_b (x) conj(dlam_a) + dphi_b (x) conj(lam_a):
+///   first order  dL/dx = 2 Re tr(post E' pre C0);
+///   second order d(dL/dx)[t] = 2 Re tr(post E' pre C12 + (dpost_t E' pre - t_x/4 M) C0)  (E'' = -E/4).
+/// Adds to gx and accumulates S1 (+= A C12 + t_x A' C0) and S2 (+= A C0), A = E pre, for the weights.
+/// Requires sm.emb_param >= 0.
+template <typename T>
+QALLEGRO_HD void block_input_terms(const StepMats<T>& sm, T x, T tx, const Mat2<T>& C0, const Mat2<T>& C12,
+                                   bool second, T& gx, Mat2<T>& S1, Mat2<T>& S2) {
+    const Mat2<T> A = mat2_mul(factor_matrix<T>(sm.emb_kind, x), sm.pre);
+    const Mat2<T> dA = mat2_mul(factor_derivative<T>(sm.emb_kind, x), sm.pre);
+    const Mat2<T> AC0 = mat2_mul(A, C0), dAC0 = mat2_mul(dA, C0);
+    if (!second) {
+        gx += 2 * mat2_re_trace_product(sm.post, dAC0);
+    } else {
+        gx += 2 * (mat2_re_trace_product(sm.post, mat2_mul(dA, C12)) + mat2_re_trace_product(sm.dpost_t, dAC0) -
+                   tx / 4 * mat2_re_trace_product(sm.post, AC0));
+        S1 = mat2_axpy(mat2_axpy(S1, T(1), mat2_mul(A, C12)), tx, dAC0);
+    }
+    S2 = mat2_axpy(S2, T(1), AC0);
+}
+
+/// Weight terms of a block: dL/dw_f = 2 Re tr(dpost_f S2); second order adds the tangent derivative
+/// 2 Re tr(dpost_f S1 + ddpost_t_f S2). gw is indexed by weight (theta index - n_inputs).
+template <typename T>
+QALLEGRO_HD void block_weight_terms(const StepMats<T>& sm, const Mat2<T>& S1, const Mat2<T>& S2, bool second,
+                                    int32_t n_inputs, T* gw) {
+    for (int f = 0; f < sm.n_w; ++f) {
+        T& g = gw[sm.w_param[f] - n_inputs];
+        if (!second)
+            g += 2 * mat2_re_trace_product(sm.dpost[f], S2);
+        else
+            g += 2 * (mat2_re_trace_product(sm.dpost[f], S1) + mat2_re_trace_product(sm.ddpost_t[f], S2));
+    }
+}
+
 /// Pointers of one kernel call (host memory, contiguous).
 template <typename T>
 struct Job {
