@@ -102,7 +102,10 @@ def run_one(kind: str, seed: int, hparams: Dict[str, Any], r_max: float, lr: flo
     train, val, test = splits
     settings = TrainSettings(max_epochs=args.max_epochs, time_budget=args.budget, batch_size=args.batch_size,
                              dtype=args.dtype, device=args.device, seed=seed,
-                             forces_weight=0.0 if energy_only else 1.0)
+                             forces_weight=0.0 if energy_only else 1.0,
+                             # without forces the force-RMS energy scale cannot be computed
+                             extra={"model": {"per_type_energy_scales": None},
+                                    "training": {"monitor": "energy_per_atom_mae"}} if energy_only else {})
     config = train_config(kind, r_max, hparams, lr, settings)
     start = time.perf_counter()
     result = fit(config, train, val, write_files=False, progress=False)
