@@ -69,7 +69,7 @@ def test_frames_labels_and_info(tmp_path):
                                           + [("md", i) for i in range(3)])
     rtol, atol = TOLERANCES["extxyz"]
     for atoms in frames:
-        assert atoms.info["method"].startswith("EMT") and atoms.info["wall_time"] >= 0
+        assert atoms.info["method"].startswith("EMT") and atoms.info["wall_time"] >= 0 and atoms.info["cpu_time"] >= 0
         # the stored labels are EMT's at the stored positions
         ref = atoms.copy()
         ref.calc = EMT()

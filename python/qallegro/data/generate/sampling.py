@@ -49,12 +49,14 @@ class SamplingOptions:
 @dataclass
 class Candidate:
     """A structure to label. ``atoms`` carries ``info`` for the output frame; for ``md`` frames whose
-    driver is the labeller itself, ``atoms.calc`` already holds the labels and ``driver_time`` their cost."""
+    driver is the labeller itself, ``atoms.calc`` already holds the labels and ``driver_time`` /
+    ``driver_cpu_time`` their cost (wall and CPU seconds)."""
 
     config_type: str
     frame_index: int
     atoms: Atoms
     driver_time: float = 0.0
+    driver_cpu_time: float = 0.0
 
 
 def frame_rng(seed: int, sampler: str, index: int) -> np.random.Generator:
@@ -153,26 +155,27 @@ def md_segment(system: System, segment: int, seed: int, opts: SamplingOptions, d
     first = segment * opts.segment
     step = 0
 
-    def advance(n: int, frame_index: int) -> float:
+    def advance(n: int, frame_index: int) -> Tuple[float, float]:
         nonlocal step
         import time
 
-        elapsed = 0.0
+        elapsed = cpu = 0.0
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 dyn.run(1)
             except Exception as err:  # any driver error ends the segment; the caller logs it
                 raise DriverFailed(frame_index, step, err) from err
-            elapsed = time.perf_counter() - t0  # cost of the last step = one force call at the frame
+            # cost of the last step = one force call at the frame
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             step += 1
-        return elapsed
+        return elapsed, cpu
 
     advance(opts.equilibration, first)
     for index in range(first, first + opts.segment):
         if not any(w >= index for w in wanted):
             return  # nothing left to label in this segment
-        last_step_time = advance(opts.every, index)
+        last_step_time, last_step_cpu = advance(opts.every, index)
         if index not in wanted:
             continue
         frame = atoms.copy()
@@ -181,4 +184,7 @@ def md_segment(system: System, segment: int, seed: int, opts: SamplingOptions, d
                       "timestep_fs": timestep}
         if driver_is_labeller:
             frame.calc = driver  # results for these positions are cached in the driver
-        yield Candidate("md", index, frame, driver_time=last_step_time if driver_is_labeller else 0.0)
+        if driver_is_labeller:
+            yield Candidate("md", index, frame, driver_time=last_step_time, driver_cpu_time=last_step_cpu)
+        else:
+            yield Candidate("md", index, frame)
