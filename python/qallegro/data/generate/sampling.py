@@ -184,7 +184,6 @@ def md_segment(system: System, segment: int, seed: int, opts: SamplingOptions, d
                       "timestep_fs": timestep}
         if driver_is_labeller:
             frame.calc = driver  # results for these positions are cached in the driver
-        if driver_is_labeller:
             yield Candidate("md", index, frame, driver_time=last_step_time, driver_cpu_time=last_step_cpu)
         else:
             yield Candidate("md", index, frame)
