@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="structures with energies and forces (any qallegro.data.read format)")
     parser.add_argument("--val", default=None, help="separate validation file (default: split --data as the space says)")
     parser.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
-    parser.add_argument("--storage", default="sqlite:///qallegro_study.db", help="Optuna storage URL (sqlite:///file.db, postgresql://...)")
+    parser.add_argument("--storage", default="sqlite:///qallegro_study.db", help="Optuna storage URL (sqlite:///file.db, postgresql+psycopg2://user@host/db)")
     parser.add_argument("--study-name", default=None, help="default: qallegro-<kind>")
     parser.add_argument("--sampler", choices=SAMPLERS, default="samo-cobra")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
