@@ -130,3 +130,55 @@ def test_shot_mode_is_seeded_and_converges():
         errs.append((g - g_exact).abs().mean().item())
     assert errs[1] < errs[0] / 10
     assert errs[1] < 0.02
+
+
+ETHANOL = "/work/shared/data/ethanol_rmd17_100.extxyz"
+
+
+@pytest.mark.slow
+@needs_kernels
+@pytest.mark.skipif(not __import__("os").path.exists(ETHANOL), reason="shared DFT data not present")
+def test_allegro_qdi_trains_on_ethanol_with_forces():
+    """Allegro with the QDI readout (kernel backend) fits rMD17 ethanol energies+forces: loss falls."""
+    models = pytest.importorskip("qallegro.models")
+    from qallegro.data import collate, read
+
+    structures = read(ETHANOL, index=":8")
+    batch = collate(structures, 4.0, ["H", "C", "O"])
+    assert batch["forces"].abs().max() > 0.1  # real DFT forces, eV/Å
+    model = models.build("allegro_qdi", ["H", "C", "O"], 4.0, seed=0, model_dtype="float64")
+    assert any(isinstance(m, QDILayer) for m in model.modules())
+    energy = batch["total_energy"]
+    e_ref = energy.mean()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(15):
+        out = model(dict(batch))
+        e_loss = ((out["total_energy"] - energy) - (out["total_energy"] - energy).mean()).pow(2).mean()
+        loss = e_loss + (out["forces"] - batch["forces"]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        qdi_grad = next(m for m in model.modules() if isinstance(m, QDILayer)).weights.grad
+        assert qdi_grad is not None and torch.isfinite(qdi_grad).all() and qdi_grad.abs().sum() > 0
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert e_ref.abs() > 0
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+
+
+@needs_kernels
+def test_set_shots_switches_every_layer():
+    from qallegro.nn.qdi import set_shots
+
+    net = torch.nn.Sequential(QDILayer(4, n_qubits=2, depth=1), QDILayer(2, n_qubits=2, depth=1)).double().eval()
+    x = torch.rand(16, 4, dtype=torch.float64)
+    exact = net(x)
+    assert set_shots(net, 50, seed=3) == 2
+    noisy = net(x)
+    assert not torch.equal(noisy, exact) and noisy.shape == exact.shape
+    set_shots(net, 50, seed=3)
+    torch.testing.assert_close(net(x), noisy)  # reseeded: same samples
+    set_shots(net, None)
+    torch.testing.assert_close(net(x), exact)
+    with pytest.raises(ValueError, match="shots"):
+        set_shots(net, -1)

@@ -207,3 +207,24 @@ def test_matches_pennylane(rotation, entangling, measure, mode):
         torch.testing.assert_close(gx[b], gxb, rtol=1e-10, atol=1e-10)
         gw_pl += gwb
     torch.testing.assert_close(gw, gw_pl, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS[::4])
+def test_cuda_matches_cpu(dtype, rotation, entangling, measure, mode):
+    """The CUDA op (cuStateVec forward, fused adjoint kernels) against the CPU kernel, all orders."""
+    rtol, atol = TOL[dtype]
+    cfg = (rotation, entangling, measure, mode)
+    x, w = sample_inputs(dtype=dtype, n=5, entangling=entangling, batch=33, seed=17)
+    outs = []
+    for device in ("cpu", "cuda"):
+        xr, wr = x.to(device).requires_grad_(), w.to(device).requires_grad_()
+        y, state = qdi_with_state(xr.detach(), wr.detach(), *cfg)
+        y = qdi(xr, wr, *cfg)
+        gx, gw = torch.autograd.grad((y * y.detach().cos()).sum(), (xr, wr), create_graph=True)
+        hx, hw = torch.autograd.grad((gx**2).sum() + gw.sin().sum(), (xr, wr))
+        outs.append([t.detach().cpu() for t in (y, state, gx, gw, hx, hw)])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=rtol * 10, atol=atol * 100)

@@ -154,3 +154,18 @@ class QDILayer(nn.Module):
         else:
             out = self._exact(flat, self.weights)
         return out.reshape(*lead, self.out_features)
+
+
+def set_shots(model: nn.Module, shots: Optional[int], seed: Optional[int] = None) -> int:
+    """Switches every QDILayer in ``model`` to ``shots``-shot estimates (None: exact), e.g. for
+    ``qallegro evaluate --shots N``; seeds each layer's generator from ``seed`` (layer i: seed + i).
+    Returns the number of QDI layers changed. Shots apply in eval mode only."""
+    if shots is not None and (not isinstance(shots, int) or shots < 1):
+        raise ValueError(f"shots must be None or a positive integer, got {shots!r}")
+    count = 0
+    for module in model.modules():
+        if isinstance(module, QDILayer):
+            module.shots = shots
+            module._generator = None if seed is None else torch.Generator().manual_seed(int(seed) + count)
+            count += 1
+    return count
