@@ -222,7 +222,7 @@ def fit(
         best_eval_state = copy.deepcopy(resume_ckpt["eval_state"]) if resume_ckpt is not None else None
         best_path = run_path / "best.pt"
         last_path = run_path / "last.pt"
-        if best_eval_state is not None and writes and best_path.exists():
+        if best_eval_state is not None and best_path.exists():  # every rank reads it (returned model)
             best_eval_state = ckpt_io.load_checkpoint(best_path)["eval_state"]
 
         def eval_state() -> Dict[str, torch.Tensor]:
