@@ -3,6 +3,7 @@
 # Every command is resumable: rerunning it appends only the frames that are missing, and frames whose
 # SCF failed are listed in <file>.failed.jsonl and not retried. Run one data set at a time:
 #   bash scripts/generate_builtin.sh culi      # or benzene | gpaw | aspirin | all (in that order)
+#   bash scripts/generate_builtin.sh status    # frames so far; non-zero exit if a file ends mid-frame
 # CPU: one process, one thread, lowest priority (the runs take hours; see the builtin README for timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +37,29 @@ aspirin() {  # needs: pip install pyscf tblite rdkit (rdkit only embeds the star
     --seed 0 -o $OUT/aspirin_pbe_def2svp.extxyz "$@"
 }
 
+status() {  # frames per file; fails if a file ends in a torn frame (do not commit it then)
+  python - "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from qallegro.data.generate.store import scan_frames
+ok = True
+for path in sorted(Path(sys.argv[1]).glob("*.extxyz")):
+    keys, end = scan_frames(path)
+    failed = path.with_name(path.name + ".failed.jsonl")
+    n_failed = sum(1 for line in failed.open() if line.strip()) if failed.exists() else 0
+    whole = end == path.stat().st_size
+    ok &= whole
+    print(f"{path.name}: {len(keys)} frames, {n_failed} failed{'' if whole else ', TORN LAST FRAME'}")
+sys.exit(0 if ok else 1)
+PY
+}
+
 case "${1:-all}" in
   culi) shift; culi "$@" ;;
   benzene) shift; benzene "$@" ;;
   gpaw) shift; gpaw "$@" ;;
   aspirin) shift; aspirin "$@" ;;
   all) culi; benzene; gpaw; aspirin ;;
-  *) echo "usage: $0 [culi|benzene|gpaw|aspirin|all] [extra generate options]" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 [culi|benzene|gpaw|aspirin|all|status] [extra generate options]" >&2; exit 2 ;;
 esac
