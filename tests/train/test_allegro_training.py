@@ -60,3 +60,21 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
                  "--json", str(tmp_path / "e2.json")]) == 0
     again = json.loads((tmp_path / "e2.json").read_text())
     assert again["forces_mae_meV_per_A"] == pytest.approx(metrics["forces_mae_meV_per_A"], rel=1e-10)
+
+
+@needs_data
+def test_cli_evaluate_shots_on_a_qdi_model(tmp_path):
+    import qallegro.models as M
+
+    small = {k: v for k, v in SMALL_ALLEGRO.items() if k not in ("kind", "r_max", "readout_mlp_hidden_layers_width")}
+    M.save_model(M.build("allegro_qdi", ["H", "C", "O"], 4.0, seed=0, **small), tmp_path / "qdi.pt")
+    results = {}
+    for name, extra in (("exact", []), ("a", ["--shots", "50"]), ("b", ["--shots", "50"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", str(tmp_path / "qdi.pt"), str(ETHANOL), "--index", ":3", "--json", str(out)] + extra) == 0
+        results[name] = json.loads(out.read_text())["forces_mae_meV_per_A"]
+    assert results["a"] == results["b"]  # seeded shot sampling is reproducible
+    assert results["a"] != pytest.approx(results["exact"], rel=1e-9)  # and it is noisy
+    with pytest.raises(ValueError, match="no QDI layer"):
+        M.save_model(M.build("allegro", ["H", "C", "O"], 4.0, seed=0, **small), tmp_path / "plain.pt")
+        main(["evaluate", str(tmp_path / "plain.pt"), str(ETHANOL), "--index", ":3", "--shots", "50"])
