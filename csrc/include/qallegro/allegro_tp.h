@@ -17,6 +17,8 @@
 ///   d env_edge[e] = node_norm[n] G[n],  d node_norm[n] = sum_{u,j} G[n,u,j] s[n,u,j].
 /// Every function loops over channels u in [u_begin, u_end): the CPU kernel passes the whole range
 /// on channel-contiguous buffers (the loop vectorises), the CUDA kernel one channel per thread.
+/// kChannels > 0 fixes u_end at compile time (CPU instantiations for common multiplicities, so the
+/// channel loops have constant trip counts); 0 = runtime u_end.
 #include <cstdint>
 #include <vector>
 
@@ -74,6 +76,12 @@ inline int64_t build_plan(const int64_t* rows, int64_t K, int64_t num_paths, int
     return -1;
 }
 
+/// End of the channel loop: the compile-time count when given, else the runtime one.
+template <int kChannels>
+QALLEGRO_HD int channel_end(int u_end) {
+    return kChannels > 0 ? kChannels : u_end;
+}
+
 /// Row-major [rows][channels] view with unit channel stride (CPU scratch, CUDA node scratch):
 /// element (r, u) is data[r * row_stride + u].
 template <typename T>
@@ -95,67 +103,71 @@ struct Strided {
 
 /// A[m][u] = sum_{t: pair(t)=m} cw[t][u] * env[j_t][u]; cw[t][u] = c_t * w[u, p_t] (pre-multiplied
 /// once per call). A: [M][mul], env: [dim2][mul].
-template <typename T, class CW, class EV, class AV>
+template <typename T, int kChannels = 0, class CW, class EV, class AV>
 QALLEGRO_HD void node_matrix(const Plan& plan, CW cw, EV env, AV A, int u_begin, int u_end) {
+    const int u_stop = channel_end<kChannels>(u_end);
     for (int m = 0; m < plan.num_pairs; ++m)
-        for (int u = u_begin; u < u_end; ++u) A(m, u) = T(0);
+        for (int u = u_begin; u < u_stop; ++u) A(m, u) = T(0);
     for (int t = 0; t < plan.num_entries; ++t) {
         const int m = plan.entry_pair[t], j = plan.entry_j[t];
-        for (int u = u_begin; u < u_end; ++u) A(m, u) += cw(t, u) * env(j, u);
+        for (int u = u_begin; u < u_stop; ++u) A(m, u) += cw(t, u) * env(j, u);
     }
 }
 
 /// One edge's output: out[k][u] = sum_{m: k_m = k} A[m][u] * x[i_m][u] (out: [dim_out][mul],
 /// zeroed here; rows no pair reaches stay zero).
-template <typename T, class AV, class XV, class OV>
+template <typename T, int kChannels = 0, class AV, class XV, class OV>
 QALLEGRO_HD void edge_forward(const Plan& plan, AV A, XV x, OV out, int dim_out, int u_begin, int u_end) {
+    const int u_stop = channel_end<kChannels>(u_end);
     for (int k = 0; k < dim_out; ++k)
-        for (int u = u_begin; u < u_end; ++u) out(k, u) = T(0);
+        for (int u = u_begin; u < u_stop; ++u) out(k, u) = T(0);
     for (int m = 0; m < plan.num_pairs; ++m) {
         const int i = plan.pair_i[m], k = plan.pair_k[m];
-        for (int u = u_begin; u < u_end; ++u) out(k, u) += A(m, u) * x(i, u);
+        for (int u = u_begin; u < u_stop; ++u) out(k, u) += A(m, u) * x(i, u);
     }
 }
 
 /// One edge's share of the backward: gx[i][u] = sum_{m: i_m = i} A[m][u] g[k_m][u] (zeroed here,
 /// when want_gx) and B[m][u] += x[i_m][u] g[k_m][u] (accumulated over the node's edges, when want_B).
-template <typename T, class AV, class XV, class GV, class GXV, class BV>
+template <typename T, int kChannels = 0, class AV, class XV, class GV, class GXV, class BV>
 QALLEGRO_HD void edge_backward(const Plan& plan, AV A, XV x, GV g, GXV gx, BV B, int dim1, bool want_gx, bool want_B,
                                int u_begin, int u_end) {
+    const int u_stop = channel_end<kChannels>(u_end);
     if (want_gx) {
         for (int i = 0; i < dim1; ++i)
-            for (int u = u_begin; u < u_end; ++u) gx(i, u) = T(0);
+            for (int u = u_begin; u < u_stop; ++u) gx(i, u) = T(0);
         for (int m = 0; m < plan.num_pairs; ++m) {
             const int i = plan.pair_i[m], k = plan.pair_k[m];
-            for (int u = u_begin; u < u_end; ++u) gx(i, u) += A(m, u) * g(k, u);
+            for (int u = u_begin; u < u_stop; ++u) gx(i, u) += A(m, u) * g(k, u);
         }
     }
     if (want_B) {
         for (int m = 0; m < plan.num_pairs; ++m) {
             const int i = plan.pair_i[m], k = plan.pair_k[m];
-            for (int u = u_begin; u < u_end; ++u) B(m, u) += x(i, u) * g(k, u);
+            for (int u = u_begin; u < u_stop; ++u) B(m, u) += x(i, u) * g(k, u);
         }
     }
 }
 
 /// Node-level backward from B [M][mul]: G[j][u] = dL/d env[j][u] (zeroed here, when want_G) and
 /// gw[p][u] += c_t env[j_t][u] B[pair(t)][u] (accumulated, when want_gw).
-template <typename T, class CW, class EV, class BV, class GV, class WV>
+template <typename T, int kChannels = 0, class CW, class EV, class BV, class GV, class WV>
 QALLEGRO_HD void node_backward(const Plan& plan, const T* coeff, CW cw, EV env, BV B, GV G, WV gw, int dim2,
                                bool want_G, bool want_gw, int u_begin, int u_end) {
+    const int u_stop = channel_end<kChannels>(u_end);
     if (want_G) {
         for (int j = 0; j < dim2; ++j)
-            for (int u = u_begin; u < u_end; ++u) G(j, u) = T(0);
+            for (int u = u_begin; u < u_stop; ++u) G(j, u) = T(0);
         for (int t = 0; t < plan.num_entries; ++t) {
             const int m = plan.entry_pair[t], j = plan.entry_j[t];
-            for (int u = u_begin; u < u_end; ++u) G(j, u) += cw(t, u) * B(m, u);
+            for (int u = u_begin; u < u_stop; ++u) G(j, u) += cw(t, u) * B(m, u);
         }
     }
     if (want_gw) {
         for (int t = 0; t < plan.num_entries; ++t) {
             const int m = plan.entry_pair[t], j = plan.entry_j[t], p = plan.entry_path[t];
             const T c = coeff[t];
-            for (int u = u_begin; u < u_end; ++u) gw(p, u) += c * env(j, u) * B(m, u);
+            for (int u = u_begin; u < u_stop; ++u) gw(p, u) += c * env(j, u) * B(m, u);
         }
     }
 }
