@@ -47,16 +47,17 @@ bool use_avx2() {
 #endif
 }
 
-// Lanes per group: 8 samples side by side (two AVX2 registers of doubles, for instruction-level
-// parallelism) while the group's few states fit in L2; one sample per group for large registers.
+// Lanes per group: one 256-bit register's worth of samples (4 doubles or 8 floats) while the
+// group's few states fit in L2; one sample per group for large registers. (Two registers' worth
+// measured slower: the 2x2 matrices and cross accumulators then spill out of the 16 AVX2 registers.)
 constexpr int kLaneQubitLimit = 14;
-constexpr int kLanes = 4;
 
 enum class Pass { kForward, kBackward, kDoubleBackward };
 
 // Runs a pass over the batch on all threads with the best lane engine for this CPU.
 template <typename T>
 void run(const Program& prog, Pass pass, Job<T> job) {
+    constexpr int kLanes = 32 / sizeof(T);
     const int L = prog.n_qubits <= kLaneQubitLimit ? kLanes : 1;
     const int64_t groups = (job.batch + L - 1) / L;
     std::vector<T> gw_parts;
@@ -68,7 +69,7 @@ void run(const Program& prog, Pass pass, Job<T> job) {
     at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
 #define QDI_RUN(NS, LANES)                                                                                   \
     if (pass == Pass::kForward)                                                                              \
-        NS::run_forward<T, LANES>(job, g0, g1);                        \
+        NS::run_forward<T, LANES>(job, g0, g1);                                                             \
     else                                                                                                     \
         NS::run_backward<T, LANES>(job, g0, g1, pass == Pass::kDoubleBackward);
 #ifdef QALLEGRO_QDI_AVX2
@@ -86,6 +87,7 @@ void run(const Program& prog, Pass pass, Job<T> job) {
             for (int p = 0; p < prog.n_weights; ++p) job.gw[p] += gw_parts[g * prog.n_weights + p];
     }
 }
+
 // theta with the weights at n_inputs.. (what prepare_steps reads); inputs' entries unused
 template <typename T>
 std::vector<T> weight_theta(const Program& prog, const at::Tensor& w) {
