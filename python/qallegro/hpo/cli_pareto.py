@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List
+
+from qallegro.utils import atomic_write
 
 EXAMPLE = (
     "qallegro pareto qallegro-allegro qallegro-allegro_mlp --storage sqlite:///study.db --out pareto.png"
@@ -86,12 +87,8 @@ def plot(rows: List[Dict], out: str) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Pareto fronts: force error vs latency")
     fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
+    path = atomic_write(out, lambda handle: fig.savefig(handle, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
+
+from qallegro.utils import atomic_torch_save
 
 FORMAT = "qallegro-model-v1"
 
@@ -41,20 +42,7 @@ def model_from_record(record: Dict[str, Any], source: str = "<record>"):
 
 def save_model(model, path: Union[str, os.PathLike]) -> Path:
     """Write ``model`` to ``path`` (torch.save of :func:`model_record`), atomically (tmp + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(model_record(model), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(model_record(model), path)
 
 
 def load_model(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"):

@@ -16,14 +16,15 @@ improves. Files go to a temporary name in the same folder and are moved over the
 from __future__ import annotations
 
 import importlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
+
+from qallegro.utils import atomic_torch_save
+from qallegro.utils import atomic_write_text as _atomic_write_text
 
 FORMAT = "qallegro-checkpoint"
 VERSION = 1
@@ -31,19 +32,7 @@ VERSION = 1
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(obj, path)
 
 
 def import_builder(spec: str) -> Callable[..., torch.nn.Module]:
@@ -146,14 +135,4 @@ def load_any_model(path: Union[str, Path], map_location: Union[str, torch.device
 
 def atomic_write_text(text: str, path: Union[str, Path]) -> None:
     """Write a text file atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write_text(path, text)
