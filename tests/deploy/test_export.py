@@ -175,3 +175,22 @@ def test_cli_export(kind, tmp_path):
     _, meta = load(out)
     assert meta["model_kind"] == kind and meta["type_names"].split() == TYPE_NAMES
     assert main(["export", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2
+
+
+def test_qdi_export_is_refused_with_a_clear_error(tmp_path):
+    from qallegro.deploy.export import export
+
+    model = build_real("allegro_qdi")
+    with pytest.raises(NotImplementedError, match="Allegro\\+QDI models cannot be exported"):
+        export(model, tmp_path / "qdi.pt")
+    assert not (tmp_path / "qdi.pt").exists()
+
+
+def test_qdi_model_object_in_ase_calculator():
+    from qallegro.calculator import QAllegroCalculator
+
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(build_real("allegro_qdi"))
+    forces = atoms.get_forces()
+    assert forces.shape == (len(atoms), 3) and np.isfinite(forces).all()
+    assert abs(forces.sum(axis=0)).max() < 1e-8  # Newton's third law holds for the model object

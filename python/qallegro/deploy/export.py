@@ -228,6 +228,18 @@ def metadata_of(deployed: DeployedModel, dtype: torch.dtype) -> Dict[str, str]:
     }
 
 
+def _refuse_unscriptable(model: torch.nn.Module) -> None:
+    """Allegro+QDI cannot be exported yet: its QDI layer has no TorchScript path, and the qdi op's
+    autograd (needed for forces) is registered from Python only, so a C++ host could not run it."""
+    from qallegro.nn.qdi import QDILayer
+
+    if any(isinstance(m, QDILayer) for m in model.modules()):
+        raise NotImplementedError(
+            "Allegro+QDI models cannot be exported to TorchScript yet (the QDI layer has no TorchScript "
+            "path); use the model from Python instead: QAllegroCalculator(model) for ASE"
+        )
+
+
 def export(
     model: torch.nn.Module,
     path: Union[str, os.PathLike],
@@ -241,6 +253,7 @@ def export(
     dtype: cast the model first (e.g. ``torch.float64`` for MD that must conserve energy tightly).
     Returns the metadata written.
     """
+    _refuse_unscriptable(model)
     if dtype is not None:
         model = model.to(dtype)
     dtype = model_dtype(model)
