@@ -42,7 +42,14 @@ def test_two_processes_match_one(tmp_path, world):
     structures = teacher_structures(11, seed=7, periodic=True)
     common = dict(data__train_size=9, data__val_size=2, training__max_epochs=3, training__batch_size=4,
                   loss__stress_weight=0.5, training__grad_clip_norm=5.0)
-    single = fit(standin_config(tmp_path / "one", **common), structures)
+    # one intra-op thread, as in the workers: the comparison is at float64 round-off, and kernels'
+    # reduction order may depend on the thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = fit(standin_config(tmp_path / "one", **common), structures)
+    finally:
+        torch.set_num_threads(threads)
     cfg = standin_config(tmp_path / "two", **common)
     out = str(tmp_path / "two.pt")
     mp.spawn(_worker, args=(world, _free_port(), cfg, out), nprocs=world, join=True)
