@@ -13,9 +13,9 @@ EXAMPLE = "qallegro demo                 # writes results/demo/table.md and resu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", type=float, default=50.0, help="training seconds per model (default 50)")
+    parser.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
     parser.add_argument("--out", default="results/demo", help="output folder")
-    parser.add_argument("--limit", type=int, default=160, help="structures used (default 160)")
+    parser.add_argument("--limit", type=int, default=120, help="structures used (default 120)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
     reproduce.add_arguments(full)
     settings = full.parse_args([
         "--data", "culi-gfn1xtb", "--seeds", "1", "--budget", str(args.budget), "--out", args.out,
-        "--limit", str(args.limit), "--split", "0.6,0.15,0.25", "--r-max", "4.5",
+        "--limit", str(args.limit), "--split", "0.5,0.15,0.35", "--r-max", "4.5",
+        # a small network, so that a minute of CPU training shows something
+        "--set", "num_layers=1", "--set", "num_scalar_features=16", "--set", "num_tensor_features=4",
+        "--set", "scalar_embed_mlp_hidden_layers_width=16", "--set", "allegro_mlp_hidden_layers_width=16",
+        "--batch-size", "2", "--lr", "0.01",
     ])
     print("qallegro demo: Allegro, Allegro+MLP and Allegro+QDI on shipped Cu-Li GFN1-xTB data "
           f"({args.budget:.0f} s of training each)", flush=True)

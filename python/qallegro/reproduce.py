@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--storage", help="Optuna storage with studies qallegro-<kind> (tuned hyperparameters)")
     parser.add_argument("--latency-structures", type=int, default=4, help="test structures timed together")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model hyperparameter of every kind (YAML value); repeatable")
     parser.add_argument("--out", default=None, help="output folder (default results/reproduce-<data>)")
 
 
@@ -84,6 +86,18 @@ def _split(params: Dict[str, Any]) -> Tuple[Dict[str, Any], float, float]:
     lr = float(values.pop("learning_rate", 5e-3))
     r_max = float(values.pop("r_max", 5.0))
     return values, r_max, lr
+
+
+def _overrides(items: List[str]) -> Dict[str, Any]:
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _sizes(text: str) -> List[float]:
@@ -199,6 +213,7 @@ def reproduce(args: argparse.Namespace) -> Tuple[str, Path]:
     for kind in kinds:
         tuned = tuned_hparams(args.storage, kind) if args.storage else None
         hparams, r_max, lr = tuned if tuned else (DEFAULT_HPARAMS[kind], args.r_max, args.lr)
+        hparams = {**hparams, **_overrides(args.overrides)}
         for seed in range(args.seeds):
             if (kind, seed) in done:
                 continue
