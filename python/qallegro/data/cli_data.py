@@ -15,7 +15,6 @@ from typing import Dict, Tuple
 # sub-command -> (module implementing it, one-line help)
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "generate": ("qallegro.data.generate.cli", "label sampled structures with a reference calculator (resumable)"),
-    "info": ("qallegro.data.cli_info", "frames, species, configuration types and label ranges of a data file"),
 }
 
 EXAMPLE = "qallegro data generate --system C6H6 --calculator pbe-def2svp --driver gfn1-xtb --md 300 -o benzene.extxyz"
