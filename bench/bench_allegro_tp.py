@@ -13,7 +13,6 @@ times all implementations on the same inputs and the summary prints qallegro's t
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from qallegro.nn.tensor_product import layer_irreps, sh_irreps
 from qallegro.ops import allegro_tp as tp_mod
 from qallegro.ops.allegro_tp import cg_table, irreps_dim, tp_paths
 from qallegro.ops.reference import allegro_tp_reference
+from qallegro.utils import default_dtype
 
 pytestmark = pytest.mark.skipif(not tp_mod.kernel_available(), reason="compiled qallegro::allegro_tp not built")
 
@@ -37,14 +37,6 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64}
 IMPLS = ["qallegro", "einsum", "nequip_contracter", "e3nn"]
 
 
-@contextmanager
-def default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _irreps(l_max):

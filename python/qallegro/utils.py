@@ -1,7 +1,9 @@
-"""Small shared helpers: atomic file writes (a crash never leaves a half-written file)."""
+"""Small shared helpers: atomic file writes (a crash never leaves a half-written file) and a
+temporary torch default dtype."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -39,3 +41,17 @@ def atomic_torch_save(obj, path: PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """Sets torch's default dtype inside the ``with`` block and restores the previous one after
+    (modules that create parameters/buffers in the default dtype, e.g. e3nn's and nequip's)."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)

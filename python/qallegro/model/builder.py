@@ -7,13 +7,13 @@ translate directly; readout-specific names come from the readout registry
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 from qallegro.model.allegro import AllegroEnergy, AllegroModel
 from qallegro.model.readouts import readout_entry
+from qallegro.utils import default_dtype
 
 #: Hyperparameters of the shared part of the model and their defaults (nequip-allegro's names).
 ENERGY_DEFAULTS: Dict[str, Any] = {
@@ -45,14 +45,6 @@ BUILD_DEFAULTS: Dict[str, Any] = {"model_dtype": "float32", "seed": None, "do_de
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def resolve_hparams(kind: str, hparams: Dict[str, Any]) -> Dict[str, Any]:
@@ -83,7 +75,7 @@ def build(kind: str, type_names: Sequence[str], r_max: float, **hparams: Any) ->
     energy_kwargs = {k: hp[k] for k in ENERGY_DEFAULTS}
     readout_kwargs = {k: hp[k] for k in readout_defaults}
     seed: Optional[int] = hp["seed"]
-    with _default_dtype(_DTYPES[hp["model_dtype"]]), torch.random.fork_rng(enabled=seed is not None):
+    with default_dtype(_DTYPES[hp["model_dtype"]]), torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(int(seed))
         in_features = hp["num_scalar_features"] * (hp["num_layers"] + 1)
