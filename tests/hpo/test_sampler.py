@@ -93,3 +93,64 @@ def test_single_objective_study_is_refused():
     study = optuna.create_study(sampler=SamoCobraSampler(search_space={"x": FloatDistribution(0, 1)}))
     with pytest.raises(ValueError, match="multi-objective"):
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1, catch=())
+
+
+def _bnh_study_with_history(n: int = 8):
+    p = problems.get("BNH")
+    space = {"x0": FloatDistribution(0, 5), "x1": FloatDistribution(0, 3)}
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=SamoCobraSampler(search_space=space, ref_point=p.ref_point, seed=0)
+    )
+    study.optimize(_bnh_objective, n_trials=n)
+    return study, space, p.ref_point
+
+
+def _new_running_trial(study):
+    tid = study._storage.create_new_trial(study._study_id)
+    return tid, study._storage.get_trial(tid)
+
+
+def test_a_reserved_proposal_of_a_concurrent_trial_is_pending():
+    """A worker still inside its sampler has no params yet, only a reserved proposal: others keep away."""
+    from qallegro.hpo.sampler import _PROPOSAL_KEY
+
+    study, space, ref = _bnh_study_with_history()
+    tid_a, trial_a = _new_running_trial(study)
+    p_a = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_a, space)
+    assert p_a and study._storage.get_trial(tid_a).system_attrs[_PROPOSAL_KEY] == p_a
+    tid_b, trial_b = _new_running_trial(study)
+    p_b = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
+    assert p_b and np.hypot(p_b["x0"] - p_a["x0"], p_b["x1"] - p_a["x1"]) > 1e-3
+    # control: without A's reservation the same sampler state proposes A's point again
+    study._storage.set_trial_system_attr(tid_a, _PROPOSAL_KEY, None)
+    p_c = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
+    assert p_c == pytest.approx(p_a)
+
+
+def test_two_workers_asking_at_the_same_moment_do_not_collide():
+    """The race: B computes the same point as A; A's reservation lands just before B's. B must notice
+    (it reads the other trials after writing its own) and ask again."""
+    from qallegro.hpo.sampler import _PROPOSAL_KEY
+
+    study, space, ref = _bnh_study_with_history()
+    tid_a, _ = _new_running_trial(study)
+    tid_b, trial_b = _new_running_trial(study)
+    storage = study._storage
+    write = storage.set_trial_system_attr
+    writes = []
+
+    def racing_write(trial_id, key, value):
+        if trial_id == tid_b and key == _PROPOSAL_KEY and not writes:
+            write(tid_a, key, value)  # worker A reserved the very same point a moment earlier
+        writes.append((trial_id, value))
+        write(trial_id, key, value)
+
+    storage.set_trial_system_attr = racing_write
+    try:
+        p_b = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
+    finally:
+        storage.set_trial_system_attr = write
+    p_a = storage.get_trial(tid_a).system_attrs[_PROPOSAL_KEY]
+    assert len(writes) >= 2  # B reserved, saw the clash, reserved again
+    assert p_b and np.hypot(p_b["x0"] - p_a["x0"], p_b["x1"] - p_a["x1"]) > 1e-3
+    assert storage.get_trial(tid_b).system_attrs[_PROPOSAL_KEY] == p_b

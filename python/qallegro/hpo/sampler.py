@@ -12,6 +12,12 @@ the next point keeps its distance from them and treats their predicted objective
 (kriging believer), so concurrent workers spread along the front instead of duplicating each other.
 FAILed trials (e.g. an invalid architecture) are kept at a distance too, and a proposal that rounds
 onto parameters already tried is replaced by a random sample.
+
+Two workers that ask at the same moment cannot see each other's parameters yet (a trial's params are
+stored only after the sampler returns), so each proposal is reserved first: written to the trial's
+system attributes, then the other running trials are read again. Writes are serialised by the storage,
+so of two colliding proposals the later writer always sees the earlier one and asks again with it as
+pending; after a few collisions the trial is sampled at random.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ def _same(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return a.keys() == b.keys() and all(
         np.isclose(a[k], b[k], rtol=1e-12, atol=0) if isinstance(a[k], float) else a[k] == b[k] for k in a
     )
+
+
+_PROPOSAL_KEY = "samo_cobra:proposal"
+_MAX_RESERVE_ATTEMPTS = 4
+# two scaled points closer than this (in [-1, 1]^D) are the same evaluation for reservation purposes
+_COLLISION_DISTANCE = 1e-3
 
 
 def trial_constraints(t: FrozenTrial) -> List[float]:
@@ -182,7 +194,6 @@ class SamoCobraSampler(BaseSampler):
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         trials = [t for t in trials if t.number != trial.number and self._usable(t, search_space)]
         complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
         signs = self._signs(study)
         n_con = len(trial_constraints(complete[0])) if complete else 0
         complete = [t for t in complete if len(trial_constraints(t)) == n_con]
@@ -208,16 +219,48 @@ class SamoCobraSampler(BaseSampler):
             told.add(t.number)
         # the adaptive reference point may have moved: refresh the HV trace it feeds
         core.hv_progress[-1] = core.current_hv()
-        pending = np.array([codec.encode(t.params) for t in running]).reshape(-1, codec.dim)
         failed = [
             t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if self._usable(t, search_space)
         ]
         avoid = np.array([codec.encode(t.params) for t in failed]).reshape(-1, codec.dim)
-        proposal = codec.decode(core.ask(pending=pending, avoid=avoid))
-        # integer/categorical rounding can land on a point already tried: sample that trial at
-        # random instead of repeating an evaluation (or a failure)
-        seen = [t.params for t in complete + running + failed]
-        return {} if any(_same(proposal, p) for p in seen) else proposal
+        seen = [t.params for t in complete + failed]
+        pending, pending_params = self._pending(study, trial, codec)
+        for _ in range(_MAX_RESERVE_ATTEMPTS):
+            x = core.ask(pending=pending, avoid=avoid)
+            proposal = codec.decode(x)
+            # integer/categorical rounding can land on a point already tried: sample that trial at
+            # random instead of repeating an evaluation (or a failure)
+            if any(_same(proposal, p) for p in seen + pending_params):
+                return {}
+            study._storage.set_trial_system_attr(trial._trial_id, _PROPOSAL_KEY, proposal)
+            others, others_params = self._pending(study, trial, codec)
+            x_rounded = codec.encode(proposal)
+            clash = [
+                i
+                for i, (o, op) in enumerate(zip(others, others_params))
+                if _same(proposal, op) or np.linalg.norm(o - x_rounded) < _COLLISION_DISTANCE
+            ]
+            if not clash:
+                return proposal
+            pending, pending_params = others, others_params  # a concurrent worker got there first
+        return {}
+
+    def _pending(self, study: Study, trial: FrozenTrial, codec: "SpaceCodec") -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+        """Points of the other RUNNING trials: their parameters, or the proposal reserved for them
+        while their sampler has not returned yet."""
+        params: List[Dict[str, Any]] = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number == trial.number:
+                continue
+            p = t.params if all(n in t.params for n in codec.space) else t.system_attrs.get(_PROPOSAL_KEY)
+            if isinstance(p, dict) and all(n in p for n in codec.space):
+                try:
+                    codec.encode(p)
+                except (ValueError, TypeError, KeyError):
+                    continue  # a proposal from a different search space
+                params.append({n: p[n] for n in codec.space})
+        points = np.array([codec.encode(p) for p in params]).reshape(-1, codec.dim)
+        return points, params
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
