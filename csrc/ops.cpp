@@ -1,6 +1,8 @@
 // Every qallegro op schema, in one place. Implementations register themselves per device in
-// csrc/cpu/<op>.cpp (CPU) and csrc/cuda/<op>.cu (CUDA); autograd and fake (meta) kernels are
-// registered from Python in python/qallegro/ops/.
+// csrc/cpu/<op>.cpp (CPU) and csrc/cuda/<op>.cu (CUDA). Autograd of the differentiable ops (qdi,
+// allegro_tp and their backward ops) is registered in C++ for the Autograd key, device-agnostic, in
+// csrc/cpu/<op>_autograd.cpp, so C++ hosts (LAMMPS) and TorchScript differentiate through them;
+// fake (meta) kernels are registered from Python in python/qallegro/ops/.
 #include <torch/library.h>
 
 TORCH_LIBRARY(qallegro, m) {

@@ -126,6 +126,68 @@ def test_opcheck():
     )
 
 
+def test_autograd_is_registered_in_cpp_for_every_device():
+    """One Autograd-key kernel (csrc/cpu/qdi_autograd.cpp) serves CPU and CUDA; opcheck accepts it."""
+    for name in ("qdi", "qdi_backward", "qdi_double_backward"):
+        table = torch._C._dispatch_dump(f"qallegro::{name}")
+        autograd = [line for line in table.splitlines() if line.startswith("Autograd[alias]")]
+        assert autograd and "qdi_autograd.cpp" in autograd[0], table
+    x, w = sample_inputs(n=2, batch=3, seed=4)
+    torch.library.opcheck(
+        torch.ops.qallegro.qdi.default,
+        (x.requires_grad_(), w.requires_grad_(), "X", "strong", "Y", "none"),
+        test_utils=("test_autograd_registration",),
+    )
+
+
+def test_torchscript_differentiates_twice():
+    """torch.autograd.grad inside TorchScript (what an exported model does) reaches the C++ autograd:
+    forces and a force-loss gradient equal the pure-torch reference."""
+
+    def second(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor):
+        y = torch.ops.qallegro.qdi(x, w, "Y", "basic", "Z", "none")[0]
+        g = torch.autograd.grad([(y * gy).sum()], [x, w], create_graph=True)
+        gx, gw = g[0], g[1]
+        assert gx is not None and gw is not None
+        h = torch.autograd.grad([(gx * gx).sum() + gw.sum()], [x, w])
+        hx, hw = h[0], h[1]
+        assert hx is not None and hw is not None
+        return y, gx, gw, hx, hw
+
+    scripted = torch.jit.script(second)
+    x, w = sample_inputs(n=3, entangling="basic", batch=4, seed=8)
+    gy = torch.rand(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    got = scripted(x.clone().requires_grad_(), w.clone().requires_grad_(), gy)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    y = reference.qdi_reference(xr, wr, "Y", "basic", "Z", "none")[0]
+    gx, gw = torch.autograd.grad((y * gy).sum(), (xr, wr), create_graph=True)
+    hx, hw = torch.autograd.grad((gx * gx).sum() + gw.sum(), (xr, wr))
+    rtol, atol = TOL[torch.float64]
+    for a, b in zip(got, (y, gx, gw, hx, hw)):
+        assert b.abs().max() > 1e-3
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=atol * 100)
+
+
+def test_undefined_incoming_gradients_are_zeros():
+    """Second derivatives through only one of (grad_inputs, grad_weights), and a first derivative
+    where only the non-differentiable state is used, equal the reference's."""
+    x, w = sample_inputs(n=2, batch=3, seed=6)
+    cfg = ("X", "strong", "Y", "none")
+    results = []
+    for use_kernel in (True, False):
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = qdi(xr, wr, *cfg, use_kernel=use_kernel)
+        gx, gw = torch.autograd.grad(y.pow(2).sum(), (xr, wr), create_graph=True)
+        only_gx = torch.autograd.grad(gx.cos().sum(), (xr, wr), retain_graph=True)
+        only_gw = torch.autograd.grad(gw.pow(3).sum(), (xr, wr))
+        results.append(only_gx + only_gw)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    xr = x.clone().requires_grad_()
+    y, state = torch.ops.qallegro.qdi(xr, w, *cfg)
+    assert y.requires_grad and not state.requires_grad  # the state is a cache, not an output to differentiate
+
+
 def test_third_derivative_raises():
     x, w = sample_inputs(n=2, batch=2)
     x.requires_grad_()

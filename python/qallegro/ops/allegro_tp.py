@@ -73,54 +73,9 @@ if HAS_KERNELS and hasattr(torch.ops.qallegro, "allegro_tp"):
             weights.new_empty(weights.shape),
         )
 
-    def _setup_tp(ctx, inputs, output):
-        x, y, center, nn, w, idx, val, _ = inputs
-        ctx.save_for_backward(x, y, center, nn, w, idx, val)
-
-    def _backward_tp(ctx, grad_out):
-        x, y, center, nn, w, idx, val = ctx.saved_tensors
-        need = [bool(ctx.needs_input_grad[i]) for i in (0, 1, 3, 4)]
-        gx, gy, gn, gw = torch.ops.qallegro.allegro_tp_backward(grad_out, x, y, center, nn, w, idx, val, need)
-        return (gx if need[0] else None, gy if need[1] else None, None, gn if need[2] else None,
-                gw if need[3] else None, None, None, None)
-
-    def _setup_tp_backward(ctx, inputs, output):
-        g, x, y, center, nn, w, idx, val, mask = inputs
-        ctx.mask = list(mask)
-        ctx.save_for_backward(g, x, y, center, nn, w, idx, val)
-
-    def _backward_tp_backward(ctx, ggx, ggy, ggn, ggw):
-        # allegro_tp is linear in each of (x, y, nn, w), so L = <g, tp(x, y, nn, w)> is multilinear
-        # and the backward's vector-Jacobian product along (ggx, ggy, ggn, ggw) is a sum of terms
-        # with one argument replaced by its gg: forward calls for d g, backward calls for the rest.
-        g, x, y, center, nn, w, idx, val = ctx.saved_tensors
-        need_g, need_x, need_y, need_n, need_w = (bool(ctx.needs_input_grad[i]) for i in (0, 1, 2, 4, 5))
-        args = [x, y, nn, w]
-        need = [need_x, need_y, need_n, need_w]
-        gg = [t if (t is not None and m) else None for t, m in zip((ggx, ggy, ggn, ggw), ctx.mask)]
-        dim_out = g.shape[2]
-        d_g: Optional[torch.Tensor] = None
-        d_args: List[Optional[torch.Tensor]] = [None, None, None, None]
-        for slot, tangent in enumerate(gg):
-            if tangent is None:
-                continue
-            sub = list(args)
-            sub[slot] = tangent
-            if need_g:
-                term = torch.ops.qallegro.allegro_tp(sub[0], sub[1], center, sub[2], sub[3], idx, val, dim_out)
-                d_g = term if d_g is None else d_g + term
-            mask = [need[a] and a != slot for a in range(4)]
-            if any(mask):
-                parts = torch.ops.qallegro.allegro_tp_backward(g, sub[0], sub[1], center, sub[2], sub[3], idx, val, mask)
-                for a in range(4):
-                    if mask[a]:
-                        d_args[a] = parts[a] if d_args[a] is None else d_args[a] + parts[a]
-        return d_g, d_args[0], d_args[1], None, d_args[2], d_args[3], None, None, None
-
-    torch.library.register_autograd("qallegro::allegro_tp", _backward_tp, setup_context=_setup_tp)
-    torch.library.register_autograd(
-        "qallegro::allegro_tp_backward", _backward_tp_backward, setup_context=_setup_tp_backward
-    )
+    # autograd (allegro_tp -> allegro_tp_backward -> allegro_tp / allegro_tp_backward, every order) is
+    # registered in C++ (csrc/cpu/allegro_tp_autograd.cpp), so TorchScript and C++ hosts such as LAMMPS
+    # differentiate through the op too
 
 
 def kernel_available() -> bool:

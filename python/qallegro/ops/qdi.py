@@ -12,6 +12,9 @@ Derivatives (DESIGN: every backward is itself an op):
 * third order is not implemented and raises.
 
 The final state returned by ``qdi`` is a cache for the backward, not a differentiable output.
+This chain is registered in C++ for the Autograd dispatch key (csrc/cpu/qdi_autograd.cpp), so it
+works for CPU and CUDA tensors, from Python, from TorchScript and from C++ hosts (the LAMMPS plugin)
+alike; this module registers the fake (meta) kernels only.
 """
 
 from __future__ import annotations
@@ -52,45 +55,8 @@ if HAS_KERNELS:
     def _qdi_double_backward_fake(ggx, ggw, grad_output, inputs, weights, rotation, entangling, measure, mode):
         return torch.empty_like(grad_output), torch.empty_like(inputs), torch.empty_like(weights)
 
-    def _setup_qdi(ctx, inputs, output):
-        x, w, rotation, entangling, measure, mode = inputs
-        ctx.config = (rotation, entangling, measure, mode)
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(x, w, output[1])
-
-    def _backward_qdi(ctx, grad_y, grad_state):
-        x, w, state = ctx.saved_tensors
-        gx, gw = torch.ops.qallegro.qdi_backward(grad_y.contiguous(), state, x, w, *ctx.config)
-        return gx, gw, None, None, None, None
-
-    def _setup_qdi_backward(ctx, inputs, output):
-        grad_y, state, x, w, rotation, entangling, measure, mode = inputs
-        ctx.config = (rotation, entangling, measure, mode)
-        ctx.save_for_backward(grad_y, x, w)
-
-    def _backward_qdi_backward(ctx, grad_gx, grad_gw):
-        grad_y, x, w = ctx.saved_tensors
-        g_grad_y, g_x, g_w = torch.ops.qallegro.qdi_double_backward(
-            grad_gx, grad_gw, grad_y, x, w, *ctx.config
-        )
-        # the state is a cache of (x, w): its dependence is already inside g_x and g_w
-        return g_grad_y, None, g_x, g_w, None, None, None, None
-
-    def _setup_double(ctx, inputs, output):
-        pass
-
-    def _backward_double(ctx, *grads):
-        raise NotImplementedError(
-            "qallegro::qdi: third derivatives are not implemented (forces need the second only)"
-        )
-
-    torch.library.register_autograd("qallegro::qdi", _backward_qdi, setup_context=_setup_qdi)
-    torch.library.register_autograd(
-        "qallegro::qdi_backward", _backward_qdi_backward, setup_context=_setup_qdi_backward
-    )
-    torch.library.register_autograd(
-        "qallegro::qdi_double_backward", _backward_double, setup_context=_setup_double
-    )
+    # autograd (qdi -> qdi_backward -> qdi_double_backward -> error) is registered in C++
+    # (csrc/cpu/qdi_autograd.cpp), so TorchScript and C++ hosts such as LAMMPS differentiate too
 
 
 def check_config(
