@@ -17,8 +17,10 @@ TYPE_NAMES = ["Cu", "Li", "C", "H", "O"]
 R_MAX = 4.0
 from tests.conftest import SHARED_DATA  # noqa: E402  (../shared/data beside the clone)
 ALL_KINDS = ("allegro", "allegro_mlp", "allegro_qdi")
-#: kinds that export to TorchScript (Allegro+QDI does not yet: tests/deploy/test_export.py checks the error)
-EXPORT_KINDS = ("allegro", "allegro_mlp")
+#: kinds that export to TorchScript (all of them; Allegro+QDI with its default qdi_placement "edge",
+#: the fixture ``qdi_export`` covers both placements)
+EXPORT_KINDS = ("allegro", "allegro_mlp", "allegro_qdi")
+QDI_PLACEMENTS = ("edge", "atom")
 
 # small networks: the tests check deployment, not accuracy
 SMALL = dict(num_layers=1, num_scalar_features=8, num_tensor_features=4, num_bessels=4,
@@ -33,13 +35,13 @@ def assert_close(actual, expected, dtype=torch.float64, what=""):
     assert err <= rtol * scale + atol, f"{what}: max |difference| {err:.3g} > {rtol:g} x {scale:.3g} + {atol:g}"
 
 
-def build_real(kind: str, dtype: str = "float64"):
+def build_real(kind: str, dtype: str = "float64", **hparams):
     """A small real model of ``kind``; skips when that kind cannot be built here (not yet landed)."""
     models = pytest.importorskip("qallegro.models")
     if kind not in models.readout_kinds():
         pytest.skip(f"model kind {kind!r} is not registered")
     try:
-        return models.build(kind, TYPE_NAMES, R_MAX, model_dtype=dtype, seed=7, **SMALL).eval()
+        return models.build(kind, TYPE_NAMES, R_MAX, model_dtype=dtype, seed=7, **SMALL, **hparams).eval()
     except (ImportError, ModuleNotFoundError) as exc:  # e.g. QDI's layer not installed yet
         pytest.skip(f"model kind {kind!r} cannot be built: {exc}")
 
@@ -69,6 +71,17 @@ def any_export(request, morse_export, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / f"{request.param}.pt"
     export(model, path)
     return request.param, path
+
+
+@pytest.fixture(scope="session", params=QDI_PLACEMENTS)
+def qdi_export(request, tmp_path_factory):
+    """(placement, the float64 Allegro+QDI model, path of its export) for both QDI placements."""
+    from qallegro.deploy.export import export
+
+    model = build_real("allegro_qdi", qdi_placement=request.param)
+    path = tmp_path_factory.mktemp("export") / f"allegro_qdi_{request.param}.pt"
+    export(model, path)
+    return request.param, model, path
 
 
 def culi_cell():

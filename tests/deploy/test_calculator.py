@@ -54,6 +54,28 @@ def test_path_and_module_agree(morse_model, morse_export):
     assert_close(atoms.get_stress(), s1, what="stress")
 
 
+@pytest.mark.parametrize("structure", ["periodic", "molecule"])
+def test_qdi_export_equals_python_model(qdi_export, structure):
+    """ASE with the exported Allegro+QDI file (both placements) == ASE with the Python model object:
+    energy, per-atom energies, forces and stress, float64, to 1e-8 relative."""
+    placement, model, path = qdi_export
+    atoms = culi_cell() if structure == "periodic" else molecule()
+    results = []
+    for calc in (QAllegroCalculator(model), QAllegroCalculator(path)):
+        atoms.calc = calc
+        props = [atoms.get_potential_energy(), atoms.get_potential_energies(), atoms.get_forces()]
+        if structure == "periodic":
+            props.append(atoms.get_stress())
+        results.append(props)
+    names = ("energy", "energies", "forces", "stress")
+    for name, want, got in zip(names, *results):
+        want, got = np.asarray(want), np.asarray(got)
+        scale = float(np.abs(want).max())
+        assert scale > 1e-4, f"{placement} {name}: reference is ~0, the comparison would be vacuous"
+        err = float(np.abs(got - want).max())
+        assert err <= 1e-8 * scale, f"{placement} {structure} {name}: max |difference| {err:.3g} (scale {scale:.3g})"
+
+
 def test_forces_match_finite_differences(any_export):
     kind, path = any_export
     atoms = culi_cell()

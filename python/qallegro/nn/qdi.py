@@ -16,12 +16,16 @@ output instead of exact expectations, and its input gradients (hence forces) by 
 rule, each shifted expectation also estimated from N shots — what a QPU would return. Each output is
 sampled from its exact marginal distribution (outcome +1 with probability (1 + <P>)/2); correlations
 between the outputs of one circuit are not modelled. Seeded by ``shot_seed`` for reproducibility.
+
+TorchScript: ``torch.jit.script`` compiles ``forward`` to a direct call of the compiled op
+``torch.ops.qallegro.qdi`` (exact expectations, on the inputs' device whatever ``backend`` says; the
+op's derivatives are registered in C++, so scripted models give forces in C++ hosts such as LAMMPS).
+The shot-noise path, the pure-torch reference and the memory check are Python only.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: TorchScript reads the class attribute annotations below
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -92,6 +96,19 @@ class QDILayer(nn.Module):
     as PennyLane's TorchLayer does.
     """
 
+    # a torch.Generator has no TorchScript type; only the Python (shot-noise) path reads it
+    __jit_ignored_attributes__ = ["_generator"]
+
+    in_features: int
+    out_features: int
+    n_qubits: int
+    rotation: str
+    entangling: str
+    measure: str
+    measurement_mode: str
+    backend: str
+    shots: Optional[int]
+
     def __init__(
         self,
         in_features: int,
@@ -118,9 +135,8 @@ class QDILayer(nn.Module):
         self.out_features = len(reference.qdi_measured_qubits(n_qubits, measurement_mode))
         per_gate = 3 if entangling == "strong" else 1
         self.weights = nn.Parameter(torch.rand(self.uploads, depth, n_qubits, per_gate) * (2 * math.pi))
-        self._generator: Optional[torch.Generator] = None
-        if shot_seed is not None:
-            self._generator = torch.Generator().manual_seed(int(shot_seed))
+        # Optional[torch.Generator]; not annotated here, as TorchScript would try to type it
+        self._generator = None if shot_seed is None else torch.Generator().manual_seed(int(shot_seed))
 
     def extra_repr(self) -> str:
         return (
@@ -143,6 +159,31 @@ class QDILayer(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs: [..., in_features] angles (rad) -> [..., out_features] expectations."""
+        if torch.jit.is_scripting():
+            return self._forward_scripted(inputs)
+        return self._forward_python(inputs)
+
+    def _forward_scripted(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The TorchScript path: exact expectations from the compiled op on the inputs' device."""
+        if inputs.dim() < 1 or inputs.shape[-1] != self.in_features:
+            raise ValueError(
+                "QDILayer expects [..., " + str(self.in_features) + "] inputs, got " + _shape_str(inputs.shape)
+            )
+        if self.shots is not None and not self.training:
+            raise RuntimeError(
+                "QDILayer: shot-noise estimates (shots=" + str(self.shots) + ") have no TorchScript path; "
+                "call qallegro.nn.qdi.set_shots(model, None) before scripting"
+            )
+        lead = inputs.shape[:-1]
+        flat = inputs.reshape(-1, self.in_features).to(self.weights.dtype)
+        out = torch.ops.qallegro.qdi(
+            flat, self.weights, self.rotation, self.entangling, self.measure, self.measurement_mode
+        )[0]
+        return out.reshape(list(lead) + [self.out_features])
+
+    @torch.jit.unused
+    def _forward_python(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The eager path: backend choice, memory check, shot noise in eval mode."""
         if inputs.shape[-1] != self.in_features:
             raise ValueError(
                 f"QDILayer expects [..., {self.in_features}] inputs, got {tuple(inputs.shape)}"
@@ -154,6 +195,14 @@ class QDILayer(nn.Module):
         else:
             out = self._exact(flat, self.weights)
         return out.reshape(*lead, self.out_features)
+
+
+def _shape_str(shape: List[int]) -> str:
+    """"(2, 5, 8)" without f-strings over tuples (TorchScript has neither)."""
+    parts: List[str] = []
+    for d in shape:
+        parts.append(str(d))
+    return "(" + ", ".join(parts) + ")"
 
 
 def set_shots(model: nn.Module, shots: Optional[int], seed: Optional[int] = None) -> int:
