@@ -239,9 +239,9 @@ class AllegroModel(torch.nn.Module):
     def set_tp_kernel(self, enabled: bool) -> "AllegroModel":
         """Run the layer tensor products through the compiled op (True) or the pure-torch reference.
 
-        Decided per module before ``torch.jit.script`` (the choice is baked in). A C++ host without
-        the Python autograd registrations of the op (e.g. LAMMPS) needs the reference path unless the
-        op has C++ autograd. ValueError when the compiled op is not available.
+        Decided per module before ``torch.jit.script`` (the choice is baked in). The op's autograd is
+        registered in C++, so exported models differentiate through it in any host (LAMMPS included).
+        ValueError when the compiled op is not available.
         """
         from qallegro.ops.allegro_tp import kernel_available
 
