@@ -13,6 +13,7 @@ prediction by its RBF uncertainty. The problem is solved by COBYLA (NLopt's, els
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +26,14 @@ try:  # compiled COBYLA; SciPy's is a pure-Python port since 1.16
 except ImportError:  # pragma: no cover - exercised only without nlopt
     nlopt = None
 
+try:  # moocore's C hypervolume without its Python argument checks (~2 us instead of ~20 us a call)
+    from moocore._libmoocore import ffi as _hv_ffi
+    from moocore._libmoocore import lib as _hv_lib
+except ImportError:  # pragma: no cover - other moocore layouts fall back to moocore.hypervolume
+    _hv_ffi = _hv_lib = None
+
+from qallegro.hpo import cpu_guard
+from qallegro.hpo.cpu_guard import heartbeat
 from qallegro.hpo.rbf import OutputScaling, RBFModel, kernel_values, plog_inverse
 
 _BIG = float(np.finfo(np.float64).max) / 1e10  # large but safe to add/compare in COBYLA
@@ -66,7 +75,9 @@ class Predictor:
             idx = np.array([o for c, o in outputs if c.kernel == kernel])
             cols = np.array([self._column(c, o) for c, o in outputs if c.kernel == kernel])
             model = bank[kernel]
-            self._groups.append((kernel, idx, model.coef[:, cols], model))
+            n = len(model.centres)
+            coef = model.coef[:, cols]
+            self._groups.append((kernel, idx, coef[:n], coef[n:], model))  # views: the same BLAS path as before
 
         # raw = plog^-1?(z * scale + loc), per output, as vectors (no per-output Python work per call)
         t = np.array([int(c.use_plog) for c in self.obj_choice + self.con_choice], dtype=int)
@@ -74,8 +85,10 @@ class Predictor:
         locs = [obj_scaling.loc] + ([con_scaling.loc] if self.n_con else [])
         scale, loc = np.concatenate(scales, axis=1), np.concatenate(locs, axis=1)
         cols = np.arange(self.n_obj + self.n_con)
-        self._scale, self._loc, self._plog = scale[t, cols], loc[t, cols], t.astype(bool)
+        self._scale, self._loc = scale[t, cols], loc[t, cols]
+        self._plog = np.flatnonzero(t)  # outputs whose surrogate was fitted on plog targets
         self._sms_scale = obj_scaling.scale[0]
+        self._zero_u = np.zeros(self.n_obj)
 
     def _column(self, c: Choice, output: int) -> int:
         if output < self.n_obj:
@@ -88,20 +101,24 @@ class Predictor:
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """At x [d]: objectives [n_obj], constraints [n_con] (raw units), objective uncertainty
         [n_obj] (zeros unless ``with_variance``) and the distance to the nearest centre."""
+        # called ~10^5 times per infill search from COBYLA: as few NumPy calls as possible
         diff = self.centres - x
         r = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        n = len(r)
         z = np.empty(self.n_obj + self.n_con)
-        var = np.zeros(self.n_obj + self.n_con)
         tail = np.concatenate(([1.0], x, x * x))
-        for kernel, idx, coef, model in self._groups:
-            z[idx] = kernel_values(kernel, r) @ coef[:n] + tail @ coef[n:]
-            if with_variance:
-                var[idx] = model.variance(x[None, :])[0]
+        for kernel, idx, coef_phi, coef_tail, _ in self._groups:
+            z[idx] = kernel_values(kernel, r) @ coef_phi + tail @ coef_tail
         v = z * self._scale + self._loc
-        v[self._plog] = plog_inverse(v[self._plog])
-        # SMS: the reference scales the RBF uncertainty by the plain standardisation scale
-        u = var[: self.n_obj] * self._sms_scale
+        if len(self._plog):
+            v[self._plog] = plog_inverse(v[self._plog])
+        if with_variance:
+            var = np.zeros(self.n_obj + self.n_con)
+            for _, idx, _, _, model in self._groups:
+                var[idx] = model.variance(x[None, :])[0]
+            # SMS: the reference scales the RBF uncertainty by the plain standardisation scale
+            u = var[: self.n_obj] * self._sms_scale
+        else:
+            u = self._zero_u
         return v[: self.n_obj], v[self.n_obj :], u, float(r.min())
 
 
@@ -116,29 +133,39 @@ class InfillProblem:
     extra_avoid: np.ndarray  # [q, d] pending points to keep away from besides the evaluated ones
     criterion: str = "PHV"
     _hv: float = field(init=False, default=0.0)
-    _cache: Tuple[Optional[bytes], Tuple[np.ndarray, np.ndarray, float]] = field(init=False, default=(None, None))
+    _cache: Tuple[Optional[bytes], float, np.ndarray] = field(init=False, default=(None, 0.0, None))
 
     def __post_init__(self) -> None:
         if self.criterion not in ("PHV", "SMS"):
             raise ValueError(f"infill criterion must be 'PHV' or 'SMS', got {self.criterion!r}")
+        self.ref_point = np.ascontiguousarray(self.ref_point, dtype=float)
         self._hv = hypervolume(self.front, self.ref_point)
         self.min_distance = self.predictor.centres.shape[1] * 1e-4
+        # the front plus one slot for the candidate; its hypervolume is recomputed in place
         self._stack = np.vstack([self.front.reshape(-1, len(self.ref_point)), self.ref_point[None, :]])
+        self._stack_hv = _InPlaceHypervolume(self._stack, self.ref_point)
+        self._span = np.maximum(np.abs(self.ref_point), 1e-12)
+        self._sms = self.criterion == "SMS"
+        self._n_cons = 1 + self.predictor.n_con
 
-    def _predict(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
-        key = x.tobytes()  # COBYLA asks for objective and constraints at the same x: predict once
+    def _evaluate(self, x: np.ndarray) -> Tuple[float, np.ndarray]:
+        """(objective, constraints) at x, computed once per x: COBYLA asks for both at each point."""
+        key = x.tobytes()
         if self._cache[0] != key:
-            f, g, u, r_min = self.predictor(x, with_variance=self.criterion == "SMS")
-            if len(self.extra_avoid):
-                extra = self.extra_avoid - x
-                r_min = min(r_min, float(np.sqrt(np.einsum("ij,ij->i", extra, extra)).min()))
-            self._cache = (key, (f - np.abs(u), g, r_min))
-        return self._cache[1]  # type: ignore[return-value]
+            heartbeat()  # progress: keeps cpu_guard from taking this COBYLA start for a stall
+            if not np.isfinite(x).all():
+                self._cache = (key, _BIG, np.full(self._n_cons, -_BIG))
+            else:
+                f, g, u, r_min = self.predictor(x, with_variance=self._sms)
+                if self._sms:
+                    f = f - np.abs(u)
+                if len(self.extra_avoid):
+                    extra = self.extra_avoid - x
+                    r_min = min(r_min, float(np.sqrt(np.einsum("ij,ij->i", extra, extra)).min()))
+                self._cache = (key, self._objective(f), self._constraints(g, r_min))
+        return self._cache[1], self._cache[2]
 
-    def objective(self, x: np.ndarray) -> float:
-        if not np.isfinite(x).all():
-            return _BIG
-        f, _, _ = self._predict(x)
+    def _objective(self, f: np.ndarray) -> float:
         if not np.isfinite(f).all():
             return _BIG
         if len(self.front):
@@ -147,25 +174,56 @@ class InfillProblem:
                 # how deep inside the dominated region f lies: pushes COBYLA back to the front
                 return float(np.max(np.prod(1.0 + (f - self.front[dominated]), axis=1) - 1.0))
         self._stack[-1] = f
-        gain = hypervolume(self._stack, self.ref_point) - self._hv
+        gain = self._stack_hv() - self._hv
         if gain > 0:
             return -gain
         # not dominated but outside the reference box: the paper's objective is flat (0) here; a
         # small distance-to-box term gives COBYLA a direction (matters when the box is tight)
-        span = np.maximum(np.abs(self.ref_point), 1e-12)
-        return float(np.sum(np.maximum(f - self.ref_point, 0.0) / span)) * 1e-6
+        return float(np.sum(np.maximum(f - self.ref_point, 0.0) / self._span)) * 1e-6
 
-    def constraints(self, x: np.ndarray) -> np.ndarray:
-        """COBYLA convention: every entry >= 0 when feasible."""
-        if not np.isfinite(x).all():
-            return np.full(1 + self.predictor.n_con, -_BIG)
-        _, g, r_min = self._predict(x)
+    def _constraints(self, g: np.ndarray, r_min: float) -> np.ndarray:
         h = (r_min**-2 if r_min > 0 else _BIG) if r_min <= self.min_distance else 0.0
         if self.predictor.n_con == 0:
             return np.array([-h])
         if not np.isfinite(g).all():
             return np.full(1 + len(g), -_BIG)
         return np.concatenate(([-h], -(g + self.eps**2)))
+
+    def objective(self, x: np.ndarray) -> float:
+        """The infill objective at x [d] (to minimise)."""
+        return self._evaluate(x)[0]
+
+    def constraints(self, x: np.ndarray) -> np.ndarray:
+        """COBYLA convention: every entry >= 0 when feasible."""
+        return self._evaluate(x)[1]
+
+
+class _InPlaceHypervolume:
+    """Hypervolume of the current contents of ``points: [p, m]`` (C-contiguous float64, modified
+    in place between calls) w.r.t. ``ref: [m]``: moocore's C routine on buffers wrapped once, the
+    same arithmetic as :func:`hypervolume` without its per-call argument checks."""
+
+    def __init__(self, points: np.ndarray, ref: np.ndarray) -> None:
+        if not (points.flags.c_contiguous and points.dtype == np.float64):
+            raise ValueError("_InPlaceHypervolume needs a C-contiguous float64 array of points")
+        self.points, self.ref = points, np.ascontiguousarray(ref, dtype=float)
+        m = points.shape[1]
+        self._direct = _hv_lib is not None and 1 <= m <= _hv_lib.MOOCORE_HV_DIMENSION_MAX
+        if self._direct:
+            self._args = (
+                _hv_ffi.from_buffer("double []", points),
+                _hv_ffi.cast("size_t", points.shape[0]),
+                _hv_ffi.cast("uint_fast8_t", m),
+                _hv_ffi.from_buffer("double []", self.ref),
+            )
+
+    def __call__(self) -> float:
+        if not self._direct:
+            return hypervolume(self.points, self.ref)
+        hv = _hv_lib.fpli_hv(*self._args)
+        if hv < 0:
+            raise MemoryError("moocore hypervolume: memory allocation failed")
+        return float(hv)
 
 
 def hypervolume(front: np.ndarray, ref_point: np.ndarray) -> float:
@@ -207,11 +265,12 @@ def _cobyla_nlopt(problem: InfillProblem, x0: np.ndarray, max_iter: int, tol: fl
     opt = nlopt.opt(nlopt.LN_COBYLA, d)
     opt.set_lower_bounds(-np.ones(d))
     opt.set_upper_bounds(np.ones(d))
-    opt.set_min_objective(lambda x, grad: float(problem.objective(x)))
+    evaluate = problem._evaluate
+    opt.set_min_objective(lambda x, grad: evaluate(x)[0])
     n_con = len(problem.constraints(x0))
 
     def fc(result: np.ndarray, x: np.ndarray, grad: np.ndarray) -> None:
-        result[:] = -problem.constraints(x)  # NLopt wants c(x) <= 0
+        np.negative(evaluate(x)[1], out=result)  # NLopt wants c(x) <= 0
 
     opt.add_inequality_mconstraint(fc, np.zeros(n_con))
     opt.set_maxeval(max_iter)
@@ -238,26 +297,74 @@ def _cobyla_scipy(problem: InfillProblem, x0: np.ndarray, max_iter: int, tol: fl
     return np.clip(res.x, -1.0, 1.0), bool(res.success)
 
 
+def _start(problem: InfillProblem, x0: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """One COBYLA start -> record [x (d), success, violation, objective] (float64)."""
+    run = _cobyla_nlopt if nlopt is not None else _cobyla_scipy
+    x, converged = run(problem, x0, max_iter, tol)
+    violation = float(np.max(np.maximum(-problem.constraints(x), 0.0)))
+    # feasibility to SciPy COBYLA's default tolerance (catol = 2e-4), as the reference's `success`
+    success = converged and violation <= 2e-4
+    return np.concatenate([x, [float(success), violation, problem.objective(x)]])
+
+
+def _run_starts(
+    problem: InfillProblem, starts: np.ndarray, max_iter: int, tol: float, stall_cpu_seconds: Optional[float]
+) -> List[np.ndarray]:
+    """Records of all starts; with ``stall_cpu_seconds``, NLopt runs in a forked child and a start
+    that goes that much CPU time without evaluating the problem (stalled inside NLopt, issue #370,
+    see :mod:`qallegro.hpo.cpu_guard`) counts as a failed start at its initial point, as NLopt's
+    own failures (round-off limited) do."""
+    if stall_cpu_seconds is None or nlopt is None or not cpu_guard.available():
+        return [_start(problem, x0, max_iter, tol) for x0 in starts]
+    d = starts.shape[1]
+    records: List[np.ndarray] = []
+    while len(records) < len(starts):
+        if not cpu_guard.available():  # switched off after a blocked child
+            records += [_start(problem, x0, max_iter, tol) for x0 in starts[len(records) :]]
+            break
+        done, reason = cpu_guard.map_with_cpu_limit(
+            lambda x0: _start(problem, x0, max_iter, tol), starts[len(records) :], d + 3, stall_cpu_seconds
+        )
+        records += done
+        if reason is None:
+            break
+        x0 = starts[len(records)]
+        if reason == "error":  # rerun in-process so that the exception surfaces here
+            records.append(_start(problem, x0, max_iter, tol))
+            continue
+        warnings.warn(
+            f"solve_infill: NLopt COBYLA ran ~{stall_cpu_seconds:g} s of CPU without evaluating the problem "
+            f"(stalled inside its subproblem solver); that start counts as failed at x0={x0.round(4).tolist()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        violation = float(np.max(np.maximum(-problem.constraints(x0), 0.0)))
+        records.append(np.concatenate([x0, [0.0, violation, problem.objective(x0)]]))
+    return records
+
+
 def solve_infill(
-    problem: InfillProblem, budget: StartBudget, rng: np.random.Generator, tol: float = 1e-6
+    problem: InfillProblem,
+    budget: StartBudget,
+    rng: np.random.Generator,
+    tol: float = 1e-6,
+    stall_cpu_seconds: Optional[float] = 2.0,
 ) -> np.ndarray:
     """Multi-start COBYLA on ``problem``; returns the best point [d] in [-1, 1]^d and adapts ``budget``.
 
     A start "succeeds" when COBYLA converges (not stopped by the iteration cap) at a point that
     satisfies the infill constraints; the best successful start wins, else the least violating one.
+    ``stall_cpu_seconds``: CPU time NLopt may spend between two evaluations of the problem before
+    its start counts as stalled (None: no guard, run in-process); normally that is microseconds.
     """
     d = problem.predictor.centres.shape[1]
-    run = _cobyla_nlopt if nlopt is not None else _cobyla_scipy
-    results = []
-    for x0 in rng.uniform(-1.0, 1.0, size=(budget.n_starts, d)):
-        x, converged = run(problem, x0, budget.max_iter, tol)
-        violation = float(np.max(np.maximum(-problem.constraints(x), 0.0)))
-        # feasibility to SciPy COBYLA's default tolerance (catol = 2e-4), as the reference's `success`
-        results.append((x, converged and violation <= 2e-4, violation, problem.objective(x)))
+    starts = rng.uniform(-1.0, 1.0, size=(budget.n_starts, d))
+    records = _run_starts(problem, starts, budget.max_iter, tol, stall_cpu_seconds)
+    results = [(r[:d], bool(r[d]), float(r[d + 1]), float(r[d + 2])) for r in records]
     ok = [r[1] for r in results]
     budget.update(all(ok))
     if any(ok):
         best = min((r for r in results if r[1]), key=lambda r: r[3])
     else:
         best = min(results, key=lambda r: (r[2], r[3]))
-    return best[0]
+    return best[0].copy()

@@ -63,7 +63,8 @@ class SamoCobra:
     Arguments: dim, n_obj, n_con; ref_point [n_obj] for the hypervolume (raw objective units);
     seed; infill "PHV" | "SMS"; init_design "halton" | "lhs" | "random"; n_init (default dim + 1);
     eps_init / eps_max: constraint safety margins (defaults 0.02 / 0.04 of the box width 2, as the
-    reference).
+    reference); cobyla_stall_seconds: CPU time NLopt's COBYLA may run without evaluating the
+    infill problem before that start counts as failed (it can stall for minutes; None: no guard).
     """
 
     dim: int
@@ -77,6 +78,7 @@ class SamoCobra:
     eps_init: float = 0.04
     eps_max: float = 0.08
     kernels: Tuple[str, ...] = KERNELS
+    cobyla_stall_seconds: Optional[float] = 2.0
     x: np.ndarray = field(init=False)
     f: np.ndarray = field(init=False)
     g: np.ndarray = field(init=False)
@@ -210,7 +212,7 @@ class SamoCobra:
             extra_avoid=pending if avoid is None else np.vstack([pending, np.reshape(avoid, (-1, self.dim))]),
             criterion=self.infill,
         )
-        return solve_infill(problem, self.budget, self._rng)
+        return solve_infill(problem, self.budget, self._rng, stall_cpu_seconds=self.cobyla_stall_seconds)
 
 
 @dataclass
@@ -253,7 +255,8 @@ def minimize(
 
     ``fun(x)`` takes x [d] in original units and returns (objectives [n_obj], constraints [n_con])
     with ``g <= 0`` feasible, or just the objectives when ``n_con == 0``. ``options`` go to
-    :class:`SamoCobra` (infill, init_design, n_init, eps_init, eps_max, kernels).
+    :class:`SamoCobra` (infill, init_design, n_init, eps_init, eps_max, kernels,
+    cobyla_stall_seconds).
     """
     lb, ub = np.asarray(bounds, dtype=float).T
     if np.any(ub <= lb):

@@ -1,0 +1,144 @@
+"""Run a list of computations in a forked child that is stopped when it stalls.
+
+Why: NLopt's COBYLA can spend minutes inside its subproblem solver (``trstlp``) without calling the
+objective (NLopt issue #370: no stopping criterion is checked there), holding the GIL, so nothing
+in the process can interrupt it. SAMO-COBRA on OSY met such starts from its ~60th evaluation on,
+one of them still running after 26 minutes, where a normal start takes ~0.02 s. Forked, the same
+computation gives bit-identical results, and the kernel stops the child once it has used
+``cpu_seconds`` of CPU time since the last :func:`heartbeat` (``RLIMIT_CPU``, re-armed by the
+heartbeats: CPU time, not wall time, so a loaded machine does not trigger it). The infill problem
+beats once per objective evaluation, microseconds apart, so only a stall reaches the limit.
+
+Linux only (``fork`` without ``exec`` is unsafe with macOS system libraries, absent on Windows);
+elsewhere :func:`available` is False and callers compute in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+import warnings
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
+__all__ = ["available", "heartbeat", "map_with_cpu_limit"]
+
+# a child that sends nothing for this long without using its CPU limit is blocked (e.g. a lock held
+# by another thread at fork time); forking is then switched off for the rest of the process
+_BLOCKED_FACTOR = 30.0
+_disabled = False
+# in a guarded child: the limit, and the CPU time after which a heartbeat re-arms it (None: not guarded)
+_limit: float = 0.0
+_rearm_at: Optional[float] = None
+
+
+def heartbeat() -> None:
+    """Tell the guard that the computation makes progress (cheap; a no-op outside a guarded child)."""
+    if _rearm_at is not None and time.process_time() > _rearm_at:
+        _arm()
+
+
+def _arm() -> None:
+    # stop after between limit/2 and limit + 1 s of CPU time without a heartbeat: RLIMIT_CPU counts
+    # whole seconds, and a heartbeat only re-arms once half the limit has passed (one clock read a beat)
+    global _rearm_at
+    used = time.process_time()
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(used + _limit) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    _rearm_at = used + 0.5 * _limit
+
+
+def available() -> bool:
+    """True where :func:`map_with_cpu_limit` can fork (Linux, not switched off after a blocked child)."""
+    return sys.platform.startswith("linux") and resource is not None and hasattr(os, "fork") and not _disabled
+
+
+def map_with_cpu_limit(
+    fn: Callable[[np.ndarray], np.ndarray], items: Sequence[np.ndarray], record_len: int, cpu_seconds: float
+) -> Tuple[List[np.ndarray], Optional[str]]:
+    """``[fn(item) for item in items]`` computed in one forked child, each ``fn`` result a float64
+    vector of ``record_len`` entries.
+
+    Returns (results of the first k items, reason) where reason is None when k == len(items), else
+    why item k has no result: "cpu" (it ran ``cpu_seconds`` of CPU time, give or take a second,
+    without a :func:`heartbeat` and was stopped), "error"
+    (``fn`` raised in the child; its traceback went to stderr: rerun item k in-process to see it) or
+    "blocked" (the child made no progress for ``30 * cpu_seconds`` of wall time; forking is off from
+    now on). Any other death of the child raises RuntimeError.
+    """
+    global _disabled, _limit
+    if not available():
+        raise RuntimeError("map_with_cpu_limit needs Linux with os.fork and the resource module")
+    if len(items) == 0:
+        return [], None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns when threads exist
+        pid = os.fork()
+    if pid == 0:  # child: never returns
+        status = 0
+        try:
+            os.close(read_fd)
+            _, core_hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, core_hard))  # no core file when stopped
+            signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+            _limit = float(cpu_seconds)
+            for item in items:
+                _arm()
+                out = np.ascontiguousarray(fn(item), dtype=np.float64).reshape(record_len)
+                os.write(write_fd, out.tobytes())  # < PIPE_BUF bytes for small records: one piece
+        except BaseException:  # noqa: BLE001 - report whatever stopped the child, then exit
+            traceback.print_exc()
+            sys.stderr.flush()
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    buf = bytearray()
+    blocked = False
+    try:
+        while True:
+            ready, _, _ = select.select([read_fd], [], [], _BLOCKED_FACTOR * cpu_seconds)
+            if not ready:
+                blocked = True
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
+    size = 8 * record_len
+    done = len(buf) // size
+    results = [np.frombuffer(bytes(buf[i * size : (i + 1) * size]), dtype=np.float64) for i in range(done)]
+    if done == len(items):
+        return results, None
+    if blocked:
+        _disabled = True
+        warnings.warn(
+            f"map_with_cpu_limit: the forked child made no progress for {_BLOCKED_FACTOR * cpu_seconds:.0f} s; "
+            "computing in-process from now on",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return results, "blocked"
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+        return results, "cpu"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1:
+        return results, "error"
+    raise RuntimeError(f"map_with_cpu_limit: child process ended with status {status} after {done} of {len(items)} items")
