@@ -63,3 +63,18 @@ def test_heartbeats_keep_a_long_item_alive():
     assert reason is None and np.array_equal(got[0], _features(np.zeros(2)))
     cpu_guard.heartbeat()  # outside a guarded child: a no-op
     assert cpu_guard._rearm_at is None
+
+
+def test_a_blocked_child_switches_forking_off(monkeypatch):
+    monkeypatch.setattr(cpu_guard, "_BLOCKED_SECONDS", 1.0)
+    monkeypatch.setattr(cpu_guard, "_disabled", False)
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        if x[0] > 0:
+            time.sleep(30)  # waits without using CPU, as on a lock that no thread will release
+        return _features(x)
+
+    with pytest.warns(RuntimeWarning, match="no progress"):
+        got, reason = cpu_guard.map_with_cpu_limit(fn, [-np.ones(2), np.ones(2)], 3, cpu_seconds=10.0)
+    assert reason == "blocked" and len(got) == 1
+    assert not cpu_guard.available()

@@ -33,9 +33,9 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["available", "heartbeat", "map_with_cpu_limit"]
 
-# a child that sends nothing for this long without using its CPU limit is blocked (e.g. a lock held
-# by another thread at fork time); forking is then switched off for the rest of the process
-_BLOCKED_FACTOR = 30.0
+# a child that sends no result for this long (wall time) is taken as blocked, e.g. by a lock that
+# another thread held at fork time; forking is then switched off for the rest of the process
+_BLOCKED_SECONDS = 600.0
 _disabled = False
 # in a guarded child: the limit, and the CPU time after which a heartbeat re-arms it (None: not guarded)
 _limit: float = 0.0
@@ -72,10 +72,10 @@ def map_with_cpu_limit(
 
     Returns (results of the first k items, reason) where reason is None when k == len(items), else
     why item k has no result: "cpu" (it ran ``cpu_seconds`` of CPU time, give or take a second,
-    without a :func:`heartbeat` and was stopped), "error"
-    (``fn`` raised in the child; its traceback went to stderr: rerun item k in-process to see it) or
-    "blocked" (the child made no progress for ``30 * cpu_seconds`` of wall time; forking is off from
-    now on). Any other death of the child raises RuntimeError.
+    without a :func:`heartbeat` and was stopped), "error" (``fn`` raised in the child; its
+    traceback went to stderr: rerun item k in-process to see it) or "blocked" (no result for 600 s
+    of wall time; rerun item k in-process, forking is off from now on). Any other death of the
+    child raises RuntimeError.
     """
     global _disabled, _limit
     if not available():
@@ -111,7 +111,7 @@ def map_with_cpu_limit(
     blocked = False
     try:
         while True:
-            ready, _, _ = select.select([read_fd], [], [], _BLOCKED_FACTOR * cpu_seconds)
+            ready, _, _ = select.select([read_fd], [], [], _BLOCKED_SECONDS)
             if not ready:
                 blocked = True
                 os.kill(pid, signal.SIGKILL)
@@ -131,7 +131,7 @@ def map_with_cpu_limit(
     if blocked:
         _disabled = True
         warnings.warn(
-            f"map_with_cpu_limit: the forked child made no progress for {_BLOCKED_FACTOR * cpu_seconds:.0f} s; "
+            f"map_with_cpu_limit: the forked child made no progress for {_BLOCKED_SECONDS:.0f} s; "
             "computing in-process from now on",
             RuntimeWarning,
             stacklevel=2,

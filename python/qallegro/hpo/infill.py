@@ -329,7 +329,7 @@ def _run_starts(
         if reason is None:
             break
         x0 = starts[len(records)]
-        if reason == "error":  # rerun in-process so that the exception surfaces here
+        if reason in ("error", "blocked"):  # rerun in-process: the exception surfaces here / no fork
             records.append(_start(problem, x0, max_iter, tol))
             continue
         warnings.warn(
