@@ -179,5 +179,10 @@ def test_two_workers_share_a_postgresql_study(postgres_url):
     _check_consistent(study)
     # both workers contributed, and no point was proposed twice
     params = [(t.params["x"], t.params["y"]) for t in complete]
-    assert len(set(params)) == len(params)
+    twins = [
+        (t.number, t.user_attrs.get("worker"), params[k])
+        for k, t in enumerate(complete)
+        if params.count(params[k]) > 1
+    ]
+    assert not twins, f"proposed twice (trial, worker, params): {twins}"
     assert {t.user_attrs["worker"] for t in complete} == {0, 1}

@@ -15,7 +15,8 @@ onto parameters already tried is replaced by a random sample.
 
 Two workers that ask at the same moment cannot see each other's parameters yet (a trial's params are
 stored only after the sampler returns), so each proposal is reserved first: written to the trial's
-system attributes, then the other running trials are read again. Writes are serialised by the storage,
+system attributes, then the other trials are read again (those still running with their params or
+reservations, and those that finished in the meantime). Writes are serialised by the storage,
 so of two colliding proposals the later writer always sees the earlier one and asks again with it as
 pending; after a few collisions the trial is sampled at random.
 """
@@ -224,7 +225,8 @@ class SamoCobraSampler(BaseSampler):
         ]
         avoid = np.array([codec.encode(t.params) for t in failed]).reshape(-1, codec.dim)
         seen = [t.params for t in complete + failed]
-        pending, pending_params = self._pending(study, trial, codec)
+        known = {t.number for t in complete + failed}
+        pending, pending_params = self._pending(study, trial, codec, known)
         for _ in range(_MAX_RESERVE_ATTEMPTS):
             x = core.ask(pending=pending, avoid=avoid)
             proposal = codec.decode(x)
@@ -233,7 +235,9 @@ class SamoCobraSampler(BaseSampler):
             if any(_same(proposal, p) for p in seen + pending_params):
                 return {}
             study._storage.set_trial_system_attr(trial._trial_id, _PROPOSAL_KEY, proposal)
-            others, others_params = self._pending(study, trial, codec)
+            # everything the other workers did meanwhile: trials still running (with their params or
+            # reservation) and trials that ran and finished while this worker was computing
+            others, others_params = self._pending(study, trial, codec, known)
             x_rounded = codec.encode(proposal)
             clash = [
                 i
@@ -245,12 +249,16 @@ class SamoCobraSampler(BaseSampler):
             pending, pending_params = others, others_params  # a concurrent worker got there first
         return {}
 
-    def _pending(self, study: Study, trial: FrozenTrial, codec: "SpaceCodec") -> Tuple[np.ndarray, List[Dict[str, Any]]]:
-        """Points of the other RUNNING trials: their parameters, or the proposal reserved for them
-        while their sampler has not returned yet."""
+    def _pending(
+        self, study: Study, trial: FrozenTrial, codec: "SpaceCodec", known: set
+    ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+        """Points of the other trials this ask has not accounted for: RUNNING ones (their parameters,
+        or the proposal reserved for them while their sampler has not returned yet) and finished ones
+        not among ``known`` (trial numbers already told to the surrogates or avoided)."""
         params: List[Dict[str, Any]] = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number == trial.number:
+        states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        for t in study.get_trials(deepcopy=False, states=states):
+            if t.number == trial.number or t.number in known:
                 continue
             p = t.params if all(n in t.params for n in codec.space) else t.system_attrs.get(_PROPOSAL_KEY)
             if isinstance(p, dict) and all(n in p for n in codec.space):
