@@ -151,11 +151,7 @@ void search_structure(const T* positions, int64_t n, int64_t offset, const T* ce
                     StencilBin<T> sb;
                     sb.lo = bin_start[nb];
                     sb.hi = bin_start[nb + 1];
-                    for (int d = 0; d < 3; ++d) {
-                        sb.translation[d] = static_cast<T>(image[0]) * g.cell[0][d] +
-                                            static_cast<T>(image[1]) * g.cell[1][d] +
-                                            static_cast<T>(image[2]) * g.cell[2][d];
-                    }
+                    nl::image_translation(g, image, sb.translation);
                     sb.zero_image = image[0] == 0 && image[1] == 0 && image[2] == 0;
                     sb.slot = static_cast<int32_t>(chunk.images.size() / 3);
                     chunk.images.insert(chunk.images.end(), image, image + 3);

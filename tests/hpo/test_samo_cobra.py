@@ -56,14 +56,20 @@ def test_eps_adapts_and_models_are_chosen_by_one_step_errors():
     assert errors[-1, 2].min() < 1e-12
 
 
+def _run_ctp1(p, seed: int, evaluations: int) -> SamoCobra:
+    """A SAMO-COBRA state after ``evaluations`` ask/tell steps on CTP1 (scaled inputs mapped to [0, 1])."""
+    opt = SamoCobra(2, 2, 2, ref_point=p.ref_point, seed=seed)
+    for _ in range(evaluations):
+        x = opt.ask()
+        opt.tell(x, *p(0.5 * (x + 1)))
+    return opt
+
+
 def test_one_step_ahead_errors_equal_a_from_scratch_refit():
     # each stored error is computed once, when its point arrives, from the surrogates of the points
     # before it; a from-scratch refit on every prefix must give the same numbers
     p = problems.get("CTP1")
-    opt = SamoCobra(2, 2, 2, ref_point=p.ref_point, seed=1)
-    for _ in range(12):
-        x = opt.ask()
-        opt.tell(x, *p(0.5 * (x + 1)))
+    opt = _run_ctp1(p, seed=1, evaluations=12)
     assert len(opt._sq_errors) == 12 - opt.n_init
     for t, stored in enumerate(opt._sq_errors):
         n = opt.n_init + t  # the model of point n saw points 0..n-1
@@ -91,10 +97,7 @@ def test_stall_guard_leaves_the_run_unchanged():
 
 def test_ask_keeps_distance_from_evaluated_and_pending_points():
     p = problems.get("CTP1")
-    opt = SamoCobra(2, 2, 2, ref_point=p.ref_point, seed=3)
-    for _ in range(8):
-        x = opt.ask()
-        opt.tell(x, *p(0.5 * (x + 1)))
+    opt = _run_ctp1(p, seed=3, evaluations=8)
     pending = opt.ask()[None, :]
     nxt = opt.ask(pending=pending)
     d = np.linalg.norm(np.vstack([opt.x, pending]) - nxt, axis=1)

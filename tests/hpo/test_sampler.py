@@ -127,6 +127,29 @@ def test_a_reserved_proposal_of_a_concurrent_trial_is_pending():
     assert p_c == pytest.approx(p_a)
 
 
+def _ask_during_a_race(study, space, ref, tid_b, trial_b, other_worker):
+    """B's sampler asks; just before B's first reservation is written, ``other_worker(proposal)``
+    plays what a concurrent worker did with the very same point. Returns B's params and the writes."""
+    from qallegro.hpo.sampler import _PROPOSAL_KEY
+
+    storage = study._storage
+    write = storage.set_trial_system_attr
+    writes = []
+
+    def racing_write(trial_id, key, value):
+        if trial_id == tid_b and key == _PROPOSAL_KEY and not writes:
+            other_worker(value)
+        writes.append((trial_id, value))
+        write(trial_id, key, value)
+
+    storage.set_trial_system_attr = racing_write
+    try:
+        p_b = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
+    finally:
+        storage.set_trial_system_attr = write
+    return p_b, writes
+
+
 def test_two_workers_asking_at_the_same_moment_do_not_collide():
     """The race: B computes the same point as A; A's reservation lands just before B's. B must notice
     (it reads the other trials after writing its own) and ask again."""
@@ -136,20 +159,11 @@ def test_two_workers_asking_at_the_same_moment_do_not_collide():
     tid_a, _ = _new_running_trial(study)
     tid_b, trial_b = _new_running_trial(study)
     storage = study._storage
-    write = storage.set_trial_system_attr
-    writes = []
 
-    def racing_write(trial_id, key, value):
-        if trial_id == tid_b and key == _PROPOSAL_KEY and not writes:
-            write(tid_a, key, value)  # worker A reserved the very same point a moment earlier
-        writes.append((trial_id, value))
-        write(trial_id, key, value)
+    def a_reserves(value):  # worker A reserved the very same point a moment earlier
+        storage.set_trial_system_attr(tid_a, _PROPOSAL_KEY, value)
 
-    storage.set_trial_system_attr = racing_write
-    try:
-        p_b = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
-    finally:
-        storage.set_trial_system_attr = write
+    p_b, writes = _ask_during_a_race(study, space, ref, tid_b, trial_b, a_reserves)
     p_a = storage.get_trial(tid_a).system_attrs[_PROPOSAL_KEY]
     assert len(writes) >= 2  # B reserved, saw the clash, reserved again
     assert p_b and np.hypot(p_b["x0"] - p_a["x0"], p_b["x1"] - p_a["x1"]) > 1e-3
@@ -159,28 +173,17 @@ def test_two_workers_asking_at_the_same_moment_do_not_collide():
 def test_a_point_finished_by_another_worker_while_asking_is_not_proposed_again():
     """The other race: A proposes, runs and completes the very point B is computing (a fast objective)
     before B reserves it; B's read after its reservation sees A's finished trial and asks again."""
-    from qallegro.hpo.sampler import _PROPOSAL_KEY
-
     study, space, ref = _bnh_study_with_history()
     tid_a, _ = _new_running_trial(study)
     tid_b, trial_b = _new_running_trial(study)
     storage = study._storage
-    write = storage.set_trial_system_attr
-    writes = []
 
-    def racing_write(trial_id, key, value):
-        if trial_id == tid_b and key == _PROPOSAL_KEY and not writes:
-            for name, v in value.items():  # worker A evaluated this point and finished
-                storage.set_trial_param(tid_a, name, space[name].to_internal_repr(v), space[name])
-            storage.set_trial_state_values(tid_a, TrialState.COMPLETE, [1.0, 1.0])
-        writes.append((trial_id, value))
-        write(trial_id, key, value)
+    def a_evaluates_and_finishes(value):
+        for name, v in value.items():
+            storage.set_trial_param(tid_a, name, space[name].to_internal_repr(v), space[name])
+        storage.set_trial_state_values(tid_a, TrialState.COMPLETE, [1.0, 1.0])
 
-    storage.set_trial_system_attr = racing_write
-    try:
-        p_b = SamoCobraSampler(search_space=space, ref_point=ref, seed=3).sample_relative(study, trial_b, space)
-    finally:
-        storage.set_trial_system_attr = write
+    p_b, writes = _ask_during_a_race(study, space, ref, tid_b, trial_b, a_evaluates_and_finishes)
     p_a = storage.get_trial(tid_a).params
     assert storage.get_trial(tid_a).state == TrialState.COMPLETE and len(writes) >= 2
     assert p_b and np.hypot(p_b["x0"] - p_a["x0"], p_b["x1"] - p_a["x1"]) > 1e-3

@@ -120,6 +120,15 @@ QALLEGRO_HD int64_t neighbor_bin(const Grid<T>& g, const int32_t* bin3, int64_t 
     return flat;
 }
 
+/// Translation of a lattice image: `image @ cell` (Å).
+template <typename T>
+QALLEGRO_HD void image_translation(const Grid<T>& g, const int32_t* image, T* out) {
+    for (int k = 0; k < 3; ++k) {
+        out[k] = static_cast<T>(image[0]) * g.cell[0][k] + static_cast<T>(image[1]) * g.cell[1][k] +
+                 static_cast<T>(image[2]) * g.cell[2][k];
+    }
+}
+
 /// Position of an atom wrapped into the cell along periodic directions: `pos + wrap @ cell`.
 template <typename T>
 QALLEGRO_HD void wrapped_position(const Grid<T>& g, const T* pos, const int32_t* wrap, T* out) {
@@ -146,10 +155,8 @@ QALLEGRO_HD void for_each_neighbor(const Grid<T>& g, T cutoff2, int64_t i, const
         const int64_t nb = neighbor_bin(g, bin3_i, o, image);
         if (nb < 0) continue;
         T centre[3];  // the centre moved by minus the image translation: r = p_j - (p_i - image @ cell)
-        for (int k = 0; k < 3; ++k) {
-            centre[k] = pos_i[k] - (static_cast<T>(image[0]) * g.cell[0][k] + static_cast<T>(image[1]) * g.cell[1][k] +
-                                    static_cast<T>(image[2]) * g.cell[2][k]);
-        }
+        image_translation(g, image, centre);
+        for (int k = 0; k < 3; ++k) centre[k] = pos_i[k] - centre[k];
         const bool zero_image = image[0] == 0 && image[1] == 0 && image[2] == 0;
         for (int64_t s = bin_start[nb]; s < bin_start[nb + 1]; ++s) {
             const T dx = sorted_pos[3 * s] - centre[0];

@@ -239,12 +239,10 @@ class SamoCobraSampler(BaseSampler):
             # reservation) and trials that ran and finished while this worker was computing
             others, others_params = self._pending(study, trial, codec, known)
             x_rounded = codec.encode(proposal)
-            clash = [
-                i
-                for i, (o, op) in enumerate(zip(others, others_params))
-                if _same(proposal, op) or np.linalg.norm(o - x_rounded) < _COLLISION_DISTANCE
-            ]
-            if not clash:
+            if not any(
+                _same(proposal, op) or np.linalg.norm(o - x_rounded) < _COLLISION_DISTANCE
+                for o, op in zip(others, others_params)
+            ):
                 return proposal
             pending, pending_params = others, others_params  # a concurrent worker got there first
         return {}
@@ -256,19 +254,20 @@ class SamoCobraSampler(BaseSampler):
         or the proposal reserved for them while their sampler has not returned yet) and finished ones
         not among ``known`` (trial numbers already told to the surrogates or avoided)."""
         params: List[Dict[str, Any]] = []
+        points: List[np.ndarray] = []
         states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
         for t in study.get_trials(deepcopy=False, states=states):
             if t.number == trial.number or t.number in known:
                 continue
             p = t.params if all(n in t.params for n in codec.space) else t.system_attrs.get(_PROPOSAL_KEY)
             if isinstance(p, dict) and all(n in p for n in codec.space):
+                p = {n: p[n] for n in codec.space}
                 try:
-                    codec.encode(p)
+                    points.append(codec.encode(p))
                 except (ValueError, TypeError, KeyError):
                     continue  # a proposal from a different search space
-                params.append({n: p[n] for n in codec.space})
-        points = np.array([codec.encode(p) for p in params]).reshape(-1, codec.dim)
-        return points, params
+                params.append(p)
+        return np.array(points).reshape(-1, codec.dim), params
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution

@@ -163,38 +163,36 @@ class QDILayer(nn.Module):
             return self._forward_scripted(inputs)
         return self._forward_python(inputs)
 
-    def _forward_scripted(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The TorchScript path: exact expectations from the compiled op on the inputs' device."""
+    def _flatten(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[..., in_features] -> [batch, in_features] in the weights' dtype (both paths; scriptable)."""
         if inputs.dim() < 1 or inputs.shape[-1] != self.in_features:
             raise ValueError(
                 "QDILayer expects [..., " + str(self.in_features) + "] inputs, got " + _shape_str(inputs.shape)
             )
+        return inputs.reshape(-1, self.in_features).to(self.weights.dtype)
+
+    def _forward_scripted(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The TorchScript path: exact expectations from the compiled op on the inputs' device."""
+        flat = self._flatten(inputs)
         if self.shots is not None and not self.training:
             raise RuntimeError(
                 "QDILayer: shot-noise estimates (shots=" + str(self.shots) + ") have no TorchScript path; "
                 "call qallegro.nn.qdi.set_shots(model, None) before scripting"
             )
-        lead = inputs.shape[:-1]
-        flat = inputs.reshape(-1, self.in_features).to(self.weights.dtype)
         out = torch.ops.qallegro.qdi(
             flat, self.weights, self.rotation, self.entangling, self.measure, self.measurement_mode
         )[0]
-        return out.reshape(list(lead) + [self.out_features])
+        return out.reshape(list(inputs.shape[:-1]) + [self.out_features])
 
     @torch.jit.unused
     def _forward_python(self, inputs: torch.Tensor) -> torch.Tensor:
         """The eager path: backend choice, memory check, shot noise in eval mode."""
-        if inputs.shape[-1] != self.in_features:
-            raise ValueError(
-                f"QDILayer expects [..., {self.in_features}] inputs, got {tuple(inputs.shape)}"
-            )
-        lead = inputs.shape[:-1]
-        flat = inputs.reshape(-1, self.in_features).to(self.weights.dtype)
+        flat = self._flatten(inputs)
         if self.shots is not None and not self.training:
             out = _ShotEstimate.apply(flat, self.weights, self, self._generator)
         else:
             out = self._exact(flat, self.weights)
-        return out.reshape(*lead, self.out_features)
+        return out.reshape(*inputs.shape[:-1], self.out_features)
 
 
 def _shape_str(shape: List[int]) -> str:
