@@ -101,6 +101,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--force", action="store_true", help="resume even if the recorded settings differ")
 
 
+def system_from_settings(settings: Dict[str, Any]):
+    """The System a ``<output>.generate.json`` records (as the command line that made it built it)."""
+    from .systems import parse_system
+
+    extra = settings.get("system_options") or {}
+    lattices = extra.get("lattices")
+    return parse_system(settings["system"], _floats(extra.get("compositions"), "--compositions"),
+                        tuple(lattices.split(",")) if lattices else None, _range(extra.get("atoms")),
+                        _volumes(extra.get("volumes")))
+
+
+def options_from_settings(settings: Dict[str, Any]):
+    """The SamplingOptions a ``<output>.generate.json`` records."""
+    from .sampling import SamplingOptions
+
+    options = dict(settings["options"])
+    options["temperatures"] = tuple(float(t) for t in options["temperatures"])
+    return SamplingOptions(**options)
+
+
 def run(args: argparse.Namespace) -> int:
     from .calculators import make_calculator
     from .runner import generate
