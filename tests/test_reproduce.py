@@ -54,3 +54,20 @@ def test_demo_on_shipped_data(tmp_path):
     table = (out / "table.md").read_text()
     for label in ("| Allegro |", "| Allegro+MLP |", "| Allegro+QDI |"):
         assert label in table
+
+
+@pytest.mark.parametrize("name", ["benzene", "aspirin", "culi-gpaw"])
+def test_reproduce_on_shipped_sets_by_name(tmp_path, name):
+    """The shipped PBE sets by name: molecules without a cell, GPAW cells with 6-8 atoms."""
+    if name not in available():
+        pytest.skip(f"shipped data set {name} not generated")
+    frames = load_dataset(name, limit=12)
+    if len(frames) < 12:
+        pytest.skip(f"only {len(frames)} frames of {name} generated so far")
+    out = tmp_path / name
+    assert main(["reproduce", "--data", name, "--limit", "12", "--kinds", "allegro_qdi", "--seeds", "1",
+                 "--budget", "10", "--max-epochs", "1", "--split", "6,2,4", "--r-max", "4.0", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| Allegro+QDI | 1 |" in table and "F MAE (meV/Å)" in table
+    (run,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert run["metrics"]["forces_mae_meV_per_A"] > 0 and run["latency_ms"] > 0
