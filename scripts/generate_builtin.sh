@@ -42,12 +42,11 @@ status() {  # frames per file; fails if a file ends in a torn frame (do not comm
   python - "$OUT" <<'PY'
 import sys
 from pathlib import Path
-from qallegro.data.generate.store import scan_frames
+from qallegro.data.generate.store import read_failed, scan_frames
 ok = True
 for path in sorted(Path(sys.argv[1]).glob("*.extxyz")):
     keys, end = scan_frames(path)
-    failed = path.with_name(path.name + ".failed.jsonl")
-    n_failed = sum(1 for line in failed.open() if line.strip()) if failed.exists() else 0
+    n_failed = len(read_failed(path.with_name(path.name + ".failed.jsonl")))
     whole = end == path.stat().st_size
     ok &= whole
     print(f"{path.name}: {len(keys)} frames, {n_failed} failed{'' if whole else ', TORN LAST FRAME'}")

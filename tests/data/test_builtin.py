@@ -4,15 +4,15 @@ made it, reproducible from its seeds, and its labels recomputable with the recor
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from functools import lru_cache
 
 import ase.io
 import numpy as np
 import pytest
 
 from qallegro.data import read
-from qallegro.data.datasets import BUILTIN, BUILTIN_DIR
-from qallegro.data.generate import make_calculator, min_distance, scan_frames
+from qallegro.data.datasets import BUILTIN, BUILTIN_DIR, available
+from qallegro.data.generate import make_calculator, min_distance, read_failed, scan_frames
 from qallegro.data.generate.cli import options_from_settings, system_from_settings
 from qallegro.data.generate.sampling import md_segment, static_candidate
 
@@ -23,8 +23,7 @@ RECOMPUTE = {"energy_atol": 1e-5, "forces_atol": 1e-4}  # eV, eV/Å
 # grid response and GPAW's LCAO (egg-box effect) break it slightly. Measured maxima: 9e-8, 1.3e-2, 2.1e-2.
 NET_FORCE_ATOL = {"gfn1-xtb": 1e-6, "pbe-def2svp": 0.05, "gpaw-pbe": 0.05}
 
-SHIPPED = [name for name, (file, _) in BUILTIN.items()
-           if (BUILTIN_DIR / file).exists() and (BUILTIN_DIR / file).stat().st_size > 0]
+SHIPPED = [name for name in available() if name in BUILTIN]
 
 
 def _files(name):
@@ -33,17 +32,16 @@ def _files(name):
     return path, settings
 
 
-def _failed_keys(path: Path):
-    failed = path.with_name(path.name + ".failed.jsonl")
-    if not failed.exists():
-        return set()
-    return {(r["config_type"], r["frame_index"]) for r in map(json.loads, failed.read_text().splitlines()) if r}
+@lru_cache(maxsize=None)
+def _frames(name):
+    """Every frame of a shipped set, read once for all tests (the tests copy a frame before changing it)."""
+    return ase.io.read(_files(name)[0], ":")
 
 
 def test_builtin_sets_are_shipped():
     # culi-gfn1xtb is complete and the demo's data; the others grow in parts (see the builtin README)
     assert "culi-gfn1xtb" in SHIPPED
-    assert len(ase.io.read(_files("culi-gfn1xtb")[0], ":")) >= 1000
+    assert len(_frames("culi-gfn1xtb")) >= 1000
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -51,7 +49,7 @@ def test_builtin_file_is_whole_and_consistent(name):
     path, settings = _files(name)
     keys, end = scan_frames(path)
     assert end == path.stat().st_size, f"{path.name} ends in a torn frame"
-    frames = ase.io.read(path, ":")
+    frames = _frames(name)
     structures = read(path)  # qallegro's reader takes it too (energies, forces, cells)
     assert len(frames) == len(structures) == len(keys) > 0
     seen = set()
@@ -72,14 +70,15 @@ def test_builtin_file_is_whole_and_consistent(name):
         if key[0] == "md":
             assert info["driver"] == settings["driver"] or settings["driver"] == "labeller", where
             assert info["temperature_K"] in settings["options"]["temperatures"], where
-    assert not seen & _failed_keys(path), f"{path.name}: a frame logged as failed is in the data"
+    failed = read_failed(path.with_name(path.name + ".failed.jsonl"))
+    assert not seen & failed, f"{path.name}: a frame logged as failed is in the data"
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("culi")])
 def test_builtin_static_frames_regenerate_from_their_seeds(name):
-    path, settings = _files(name)
+    settings = _files(name)[1]
     system, options = system_from_settings(settings), options_from_settings(settings)
-    frames = [a for a in ase.io.read(path, ":") if a.info["config_type"] != "md"]
+    frames = [a for a in _frames(name) if a.info["config_type"] != "md"]
     rng = np.random.default_rng()  # fresh frames each run
     for atoms in rng.choice(np.array(frames, dtype=object), size=min(12, len(frames)), replace=False):
         again = static_candidate(system, atoms.info["config_type"], atoms.info["frame_index"], settings["seed"],
@@ -92,10 +91,10 @@ def test_builtin_static_frames_regenerate_from_their_seeds(name):
 
 def test_culi_gfn1xtb_labels_recompute():
     pytest.importorskip("tblite")
-    path, settings = _files("culi-gfn1xtb")
+    settings = _files("culi-gfn1xtb")[1]
     spec = make_calculator("gfn1-xtb", {"electronic_temperature": 300})
     assert spec.method == settings["method"]
-    frames = [a for a in ase.io.read(path, ":") if len(a) <= 32 and a.info["config_type"] != "surface"]
+    frames = [a for a in _frames("culi-gfn1xtb") if len(a) <= 32 and a.info["config_type"] != "surface"]
     atoms = frames[np.random.default_rng().integers(len(frames))]
     stored_energy, stored_forces = atoms.get_potential_energy(), atoms.get_forces()
     fresh = atoms.copy()
@@ -104,8 +103,8 @@ def test_culi_gfn1xtb_labels_recompute():
     np.testing.assert_allclose(fresh.get_forces(), stored_forces, atol=RECOMPUTE["forces_atol"])
 
 
-def _stored_md_frame(path, index=0):
-    return next(a for a in ase.io.read(path, ":") if a.info["config_type"] == "md" and a.info["frame_index"] == index)
+def _stored_md_frame(name, index=0):
+    return next(a for a in _frames(name) if a.info["config_type"] == "md" and a.info["frame_index"] == index)
 
 
 @pytest.mark.parametrize("name", [n for n in ("benzene", "culi-gpaw", "aspirin") if n in SHIPPED])
@@ -114,8 +113,8 @@ def test_builtin_md_frame_regenerates_from_its_seed(name):
     pytest.importorskip("tblite")
     if name == "aspirin":
         pytest.importorskip("rdkit")  # the starting geometry is embedded from SMILES
-    path, settings = _files(name)
-    stored = _stored_md_frame(path)
+    settings = _files(name)[1]
+    stored = _stored_md_frame(name)
     driver = make_calculator("gfn1-xtb")
     assert driver.method == settings["driver"]
     (candidate,) = md_segment(system_from_settings(settings), 0, settings["seed"], options_from_settings(settings),
@@ -132,8 +131,8 @@ def test_benzene_md_frame_relabels():
     pytest.importorskip("pyscf")
     if "benzene" not in SHIPPED:
         pytest.skip("benzene_pbe_def2svp.extxyz not generated")
-    path, settings = _files("benzene")
-    stored = _stored_md_frame(path)
+    settings = _files("benzene")[1]
+    stored = _stored_md_frame("benzene")
     labeller = make_calculator("pbe-def2svp")
     assert labeller.method == settings["method"]
     fresh = stored.copy()

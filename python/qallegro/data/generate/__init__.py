@@ -9,11 +9,11 @@ The command line is ``qallegro data generate``.
 from .calculators import PRESETS, CalculatorSpec, make_calculator
 from .runner import GenerateReport, generate, label, min_distance
 from .sampling import SAMPLERS, SamplingOptions
-from .store import ExtxyzStore, scan_frames
+from .store import ExtxyzStore, read_failed, scan_frames
 from .systems import CuLiAlloy, FixedStructures, System, parse_system
 
 __all__ = [
     "PRESETS", "CalculatorSpec", "make_calculator", "GenerateReport", "generate", "label", "min_distance",
-    "SAMPLERS", "SamplingOptions", "ExtxyzStore", "scan_frames", "CuLiAlloy", "FixedStructures", "System",
+    "SAMPLERS", "SamplingOptions", "ExtxyzStore", "read_failed", "scan_frames", "CuLiAlloy", "FixedStructures", "System",
     "parse_system",
 ]

@@ -125,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from .calculators import make_calculator
     from .runner import generate
     from .sampling import SamplingOptions
-    from .systems import parse_system
 
     try:
-        system = parse_system(args.system, _floats(args.compositions, "--compositions"),
-                              tuple(args.lattices.split(",")) if args.lattices else None, _range(args.atoms),
-                              _volumes(args.volumes))
+        system_options = {"compositions": args.compositions, "lattices": args.lattices, "atoms": args.atoms,
+                          "volumes": args.volumes}
+        # built from what generate.json records, so the recorded settings rebuild this very system
+        system = system_from_settings({"system": args.system, "system_options": system_options})
         labeller = make_calculator(args.calculator, _key_values(args.calc_option, "--calc-option"))
         driver = None
         if args.driver != "same":
@@ -146,9 +146,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no frames asked for: give at least one of --md/--rattle/--strain/--vacancy/--surface N")
         report = generate(args.output, system, labeller, counts, seed=args.seed, options=options, driver=driver,
                           min_dist=args.min_distance, progress=not args.no_progress, force=args.force,
-                          settings_extra={"system_options": {"compositions": args.compositions,
-                                                             "lattices": args.lattices, "atoms": args.atoms,
-                                                             "volumes": args.volumes}})
+                          settings_extra={"system_options": system_options})
     except (ValueError, ImportError) as err:
         print(f"qallegro data generate: error: {err}", file=sys.stderr)
         return 2

@@ -86,6 +86,29 @@ def frame_text(atoms: Atoms) -> str:
     return buffer.getvalue()
 
 
+def read_failed(failed_path: os.PathLike | str) -> Set[FrameKey]:
+    """Keys of the frames recorded in a ``<output>.failed.jsonl`` log (empty if there is none).
+
+    A torn last line (a kill mid-write) is ignored, so its frame is tried again; any other line that is
+    not a failure record raises ValueError naming the file and line.
+    """
+    failed: Set[FrameKey] = set()
+    failed_path = Path(failed_path)
+    if not failed_path.exists():
+        return failed
+    with open(failed_path) as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                failed.add((str(rec["config_type"]), int(rec["frame_index"])))
+            except (json.JSONDecodeError, KeyError) as err:
+                if line.endswith("\n"):
+                    raise ValueError(f"{failed_path}: line {i + 1} is not a failure record") from err
+    return failed
+
+
 class ExtxyzStore:
     """The output file of a generation run and its failed-frame log.
 
@@ -108,18 +131,7 @@ class ExtxyzStore:
                 with open(self.path, "r+b") as fh:
                     fh.truncate(end)
             self.done = {k for k in keys if k is not None}
-        if self.failed_path.exists():
-            with open(self.failed_path) as fh:
-                for i, line in enumerate(fh):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        self.failed.add((str(rec["config_type"]), int(rec["frame_index"])))
-                    except (json.JSONDecodeError, KeyError) as err:
-                        if line.endswith("\n"):
-                            raise ValueError(f"{self.failed_path}: line {i + 1} is not a failure record") from err
-                        # else: a torn last line; its frame is simply tried again
+        self.failed = read_failed(self.failed_path)
 
     def _append(self, path: Path, text: str) -> None:
         payload = text.encode()
