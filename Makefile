@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # with a CUDA toolkit, cuStateVec (headers + library from PyPI) so the CUDA QDI simulator compiles and links
 CUDA_EXTRAS ?= $(if $(shell command -v nvcc 2>/dev/null),custatevec-cu13,)
 
-.PHONY: install lammps-plugin test demo bench cuda-check wheel-smoke clean
+.PHONY: install lammps-plugin gpaw test demo bench cuda-check wheel-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ lammps-plugin: install
 	$(PIP) install -q "lammps>=2024" "mpich>=4"
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash scripts/build_lammps_plugin.sh
 
-test: install lammps-plugin
+# GPAW for the gpaw-pbe preset and the tests that relabel shipped GPAW frames: built from source with g++
+# (the version that labelled culi_gpaw_pbe.extxyz) when Debian's libxc-dev libopenblas-dev liblapack-dev
+# libfftw3-dev are installed; without them this says so and those tests skip.
+gpaw: install
+	@if [ -f /usr/include/xc.h ]; then CC=g++ $(PIP) install -q "gpaw==26.7.0" "gpaw-data==1.2.1"; \
+	else echo "make gpaw: libxc-dev is not installed; the GPAW tests will skip"; fi
+
+test: install lammps-plugin gpaw
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 demo: install

@@ -297,6 +297,39 @@ def test_cli_generate_and_errors(tmp_path, capsys):
     assert "no frames asked for" in capsys.readouterr().err
 
 
+def test_generate_json_rebuilds_labeller_and_driver(tmp_path, capsys):
+    """generate.json records the calculators with their options; *_from_settings rebuild them exactly."""
+    import json
+
+    from qallegro.cli import main
+    from qallegro.data.generate.cli import driver_from_settings, labeller_from_settings
+
+    out = tmp_path / "cu.extxyz"
+    sigma = float(np.random.default_rng().uniform(2.2, 2.4))
+    argv = ["data", "generate", "--system", "culi", "--compositions", "1", "--lattices", "fcc", "--atoms", "4-4",
+            "--calculator", "ase.calculators.lj:LennardJones", "--calc-option", f"sigma={sigma!r}",
+            "--calc-option", "rc=5", "--driver", "emt", "--md", "1", "--md-segment", "1", "--md-every", "1",
+            "--md-equilibration", "1", "--rattle", "1", "--no-progress", "-o", str(out)]
+    assert main(argv) == 0
+    settings = json.loads((tmp_path / "cu.extxyz.generate.json").read_text())
+    assert settings["calculator_options"] == {"sigma": sigma, "rc": 5}
+    assert settings["driver_calculator"] == "emt" and settings["driver_options"] == {}
+    labeller, driver = labeller_from_settings(settings), driver_from_settings(settings)
+    assert labeller.method == settings["method"] and driver.method == settings["driver"]
+    for atoms in ase.io.read(out, ":"):
+        fresh = atoms.copy()
+        fresh.calc = labeller.build()
+        assert fresh.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    # the labeller drives its own MD: no driver recorded
+    argv_same = argv[:argv.index("--driver")] + argv[argv.index("--driver") + 2:]
+    assert main(argv_same[:-1] + [str(tmp_path / "same.extxyz")]) == 0
+    same = json.loads((tmp_path / "same.extxyz.generate.json").read_text())
+    assert same["driver_calculator"] is None and driver_from_settings(same) is None
+    # a changed calculator option is a changed data set: resuming with it is refused
+    argv[argv.index(f"sigma={sigma!r}")] = f"sigma={sigma + 0.1!r}"
+    assert main(argv) == 2 and "generated with calculator_options=" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_gpaw_lcao_preset_on_a_two_atom_cell(tmp_path):
     pytest.importorskip("gpaw")

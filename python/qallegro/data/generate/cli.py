@@ -112,6 +112,22 @@ def system_from_settings(settings: Dict[str, Any]):
                         _volumes(extra.get("volumes")))
 
 
+def labeller_from_settings(settings: Dict[str, Any]):
+    """The labelling CalculatorSpec a ``<output>.generate.json`` records (preset and its options)."""
+    from .calculators import make_calculator
+
+    return make_calculator(settings["calculator"], settings.get("calculator_options") or {})
+
+
+def driver_from_settings(settings: Dict[str, Any]):
+    """The MD driver's CalculatorSpec a ``<output>.generate.json`` records, or None if the labeller drove."""
+    from .calculators import make_calculator
+
+    if settings.get("driver_calculator") is None:
+        return None
+    return make_calculator(settings["driver_calculator"], settings.get("driver_options") or {})
+
+
 def options_from_settings(settings: Dict[str, Any]):
     """The SamplingOptions a ``<output>.generate.json`` records."""
     from .sampling import SamplingOptions
@@ -131,10 +147,11 @@ def run(args: argparse.Namespace) -> int:
                           "volumes": args.volumes}
         # built from what generate.json records, so the recorded settings rebuild this very system
         system = system_from_settings({"system": args.system, "system_options": system_options})
-        labeller = make_calculator(args.calculator, _key_values(args.calc_option, "--calc-option"))
-        driver = None
-        if args.driver != "same":
-            driver = make_calculator(args.driver, _key_values(args.driver_option, "--driver-option"))
+        # recorded in generate.json too, so labeller_from_settings / driver_from_settings rebuild them
+        calculator_options = _key_values(args.calc_option, "--calc-option")
+        driver_options = _key_values(args.driver_option, "--driver-option")
+        labeller = make_calculator(args.calculator, calculator_options)
+        driver = None if args.driver == "same" else make_calculator(args.driver, driver_options)
         defaults = SamplingOptions()
         options = SamplingOptions(
             rattle=args.rattle_amplitude, strain=args.strain_amplitude, max_vacancies=args.max_vacancies,
@@ -146,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no frames asked for: give at least one of --md/--rattle/--strain/--vacancy/--surface N")
         report = generate(args.output, system, labeller, counts, seed=args.seed, options=options, driver=driver,
                           min_dist=args.min_distance, progress=not args.no_progress, force=args.force,
-                          settings_extra={"system_options": system_options})
+                          settings_extra={"system_options": system_options, "calculator_options": calculator_options,
+                                          "driver_calculator": None if driver is None else args.driver,
+                                          "driver_options": driver_options})
     except (ValueError, ImportError) as err:
         print(f"qallegro data generate: error: {err}", file=sys.stderr)
         return 2

@@ -36,9 +36,11 @@ class GenerateReport:
     label_times: List[float] = field(default_factory=list)
 
     def summary(self) -> str:
-        mean = float(np.mean(self.label_times)) if self.label_times else float("nan")
-        return (f"{self.written} frames written, {self.failed} failed, {self.already_done} were done before "
-                f"({self.already_failed} failed before); {self.wall_time:.1f} s, {mean:.2f} s/frame mean label time")
+        text = (f"{self.written} frames written, {self.failed} failed, {self.already_done} were done before "
+                f"({self.already_failed} failed before); {self.wall_time:.1f} s")
+        if self.label_times:
+            text += f", {float(np.mean(self.label_times)):.2f} s/frame mean label time"
+        return text
 
 
 def min_distance(atoms: Atoms) -> float:
