@@ -138,7 +138,6 @@ def options_from_settings(settings: Dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .calculators import make_calculator
     from .runner import generate
     from .sampling import SamplingOptions
 
@@ -147,11 +146,13 @@ def run(args: argparse.Namespace) -> int:
                           "volumes": args.volumes}
         # built from what generate.json records, so the recorded settings rebuild this very system
         system = system_from_settings({"system": args.system, "system_options": system_options})
-        # recorded in generate.json too, so labeller_from_settings / driver_from_settings rebuild them
-        calculator_options = _key_values(args.calc_option, "--calc-option")
-        driver_options = _key_values(args.driver_option, "--driver-option")
-        labeller = make_calculator(args.calculator, calculator_options)
-        driver = None if args.driver == "same" else make_calculator(args.driver, driver_options)
+        # the calculators too are built from what generate.json records (the labeller's name is recorded
+        # by generate as "calculator")
+        calculators = {"calculator_options": _key_values(args.calc_option, "--calc-option"),
+                       "driver_calculator": None if args.driver == "same" else args.driver,
+                       "driver_options": _key_values(args.driver_option, "--driver-option")}
+        labeller = labeller_from_settings({"calculator": args.calculator, **calculators})
+        driver = driver_from_settings(calculators)
         defaults = SamplingOptions()
         options = SamplingOptions(
             rattle=args.rattle_amplitude, strain=args.strain_amplitude, max_vacancies=args.max_vacancies,
@@ -163,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no frames asked for: give at least one of --md/--rattle/--strain/--vacancy/--surface N")
         report = generate(args.output, system, labeller, counts, seed=args.seed, options=options, driver=driver,
                           min_dist=args.min_distance, progress=not args.no_progress, force=args.force,
-                          settings_extra={"system_options": system_options, "calculator_options": calculator_options,
-                                          "driver_calculator": None if driver is None else args.driver,
-                                          "driver_options": driver_options})
+                          settings_extra={"system_options": system_options, **calculators})
     except (ValueError, ImportError) as err:
         print(f"qallegro data generate: error: {err}", file=sys.stderr)
         return 2

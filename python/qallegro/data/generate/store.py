@@ -120,7 +120,7 @@ class ExtxyzStore:
         self.path = Path(path)
         self.failed_path = self.path.with_name(self.path.name + ".failed.jsonl")
         self.done: Set[FrameKey] = set()
-        self.failed: Set[FrameKey] = set()
+        self.failed: Set[FrameKey] = read_failed(self.failed_path)
         self.truncated_bytes = 0
         if self.path.exists():
             keys, end = scan_frames(self.path)
@@ -131,7 +131,6 @@ class ExtxyzStore:
                 with open(self.path, "r+b") as fh:
                     fh.truncate(end)
             self.done = {k for k in keys if k is not None}
-        self.failed = read_failed(self.failed_path)
 
     def _append(self, path: Path, text: str) -> None:
         payload = text.encode()
