@@ -73,10 +73,11 @@ def test_one_step_ahead_errors_equal_a_from_scratch_refit():
     assert len(opt._sq_errors) == 12 - opt.n_init
     for t, stored in enumerate(opt._sq_errors):
         n = opt.n_init + t  # the model of point n saw points 0..n-1
+        gs = opt.g / opt.constraint_scale  # constraints are modelled in their scaled units
         obj = OutputScaling.fit(opt.f[:n], "objective")
-        con = OutputScaling.fit(opt.g[:n], "constraint")
-        y = np.concatenate([obj.forward(opt.f[:n]), con.forward(opt.g[:n])], axis=1)
-        truth = np.concatenate([opt.f[n], opt.g[n]])
+        con = OutputScaling.fit(gs[:n], "constraint")
+        y = np.concatenate([obj.forward(opt.f[:n]), con.forward(gs[:n])], axis=1)
+        truth = np.concatenate([opt.f[n], gs[n]])
         for ki, kernel in enumerate(opt.kernels):
             z = fit_rbf(kernel, opt.x[:n], y).predict(opt.x[n][None, :])[0]
             for o in range(4):
@@ -137,3 +138,47 @@ def test_scipy_cobyla_fallback_without_nlopt(monkeypatch):
     x = opt.ask()
     assert x.shape == (2,) and np.all(np.abs(x) <= 1)
     assert np.linalg.norm(opt.x - x, axis=1).min() > 2e-4
+
+
+def _scaled_problem(p, factors):
+    """``p`` with constraint j multiplied by ``factors[j]`` (same feasible set, other units)."""
+
+    def fun(x):
+        f, g = p(x)
+        return f, g * np.asarray(factors, float)
+
+    return fun
+
+
+def test_constraint_units_do_not_change_the_run():
+    # a constraint in other units (psi instead of ksi, bytes instead of MB) is the same constraint:
+    # multiplying by a power of two is exact in floating point, so the whole run must be bit-identical;
+    # in the paper's scheme the EPS margin is added in raw units and these runs part ways
+    p = problems.get("CTP1")
+    kw = dict(budget=10, seed=4)
+    a = minimize(p, p.bounds, 2, p.n_con, p.ref_point, **kw)
+    b = minimize(_scaled_problem(p, [2.0**13, 2.0**-7]), p.bounds, 2, p.n_con, p.ref_point, **kw)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.hv_progress, b.hv_progress)
+    # a user-given unit acts exactly as the data-driven one when it scales the same way
+    c = minimize(p, p.bounds, 2, p.n_con, p.ref_point, con_scale=[0.5, None], **kw)
+    d = minimize(_scaled_problem(p, [1e4, 1.0]), p.bounds, 2, p.n_con, p.ref_point, con_scale=[5e3, None], **kw)
+    np.testing.assert_allclose(c.x[:7], d.x[:7], rtol=1e-6, atol=1e-9)
+
+
+def test_eps_margin_acts_in_scaled_units():
+    # with the margin in scaled units, a constraint in huge units still keeps proposals inside its
+    # boundary by EPS^2 of its unit; in raw units the same margin would be ~1e-7 of it
+    p = problems.get("CTP1")
+    opt = SamoCobra(2, 2, 2, ref_point=p.ref_point, seed=5)
+    fun = _scaled_problem(p, [1e6, 1e6])
+    for _ in range(opt.n_init):
+        x = opt.ask()
+        opt.tell(x, *fun(0.5 * (x + 1)))
+    unit = opt.constraint_scale
+    assert np.all(unit > 1e4)  # the data-driven unit follows the constraint's size
+    np.testing.assert_allclose(unit, np.median(np.abs(opt.g[: opt.n_init]), axis=0))
+    np.testing.assert_allclose(opt.scaled_constraints() * unit, opt.g)
+    with pytest.raises(ValueError, match="con_scale"):
+        SamoCobra(2, 2, 2, ref_point=p.ref_point, con_scale=[1.0, -2.0])
+    given = SamoCobra(2, 2, 2, ref_point=p.ref_point, con_scale=[3.0, 7.0])
+    np.testing.assert_array_equal(given.constraint_scale, [3.0, 7.0])  # known before any evaluation

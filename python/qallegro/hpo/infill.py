@@ -99,7 +99,8 @@ class Predictor:
     def __call__(
         self, x: np.ndarray, with_variance: bool = False
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """At x [d]: objectives [n_obj], constraints [n_con] (raw units), objective uncertainty
+        """At x [d]: objectives [n_obj] (raw units), constraints [n_con] (in the units they were fitted
+        in: scaled by SamoCobra.constraint_scale), objective uncertainty
         [n_obj] (zeros unless ``with_variance``) and the distance to the nearest centre."""
         # called ~10^5 times per infill search from COBYLA: as few NumPy calls as possible
         diff = self.centres - x

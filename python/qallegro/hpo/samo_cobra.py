@@ -14,6 +14,16 @@ iteration:
 5. evaluate, shrink EPS by 10% after a feasible point or grow it by 10% (up to EPS_max) after an
    infeasible one, and repeat until the budget is spent.
 
+Difference from the paper and its reference code: there, the surrogates are fitted to range-scaled
+constraints but their predictions go back to raw units before the margin EPS^2 (0.0016-0.0064) is
+added, so the margin depends on the constraint's units: for a stress in psi or a parameter count it is
+nothing. Here every constraint is first divided by a fixed positive scale (``con_scale``: the user's
+limit L of a "value <= L" constraint when known, else the median |g| of the initial design), and the
+surrogates, the one-step-ahead model choice, the margin and the infill feasibility tolerance all work
+on the scaled values. The margin is thus a fraction of the constraint's own size for every
+constraint, and multiplying a constraint by any positive factor leaves the run unchanged. The raw
+values are kept and decide feasibility (the sign is the same).
+
 :class:`SamoCobra` exposes ask/tell so the same state drives :func:`minimize` and the Optuna sampler.
 """
 
@@ -63,7 +73,9 @@ class SamoCobra:
     Arguments: dim, n_obj, n_con; ref_point [n_obj] for the hypervolume (raw objective units);
     seed; infill "PHV" | "SMS"; init_design "halton" | "lhs" | "random"; n_init (default dim + 1);
     eps_init / eps_max: constraint safety margins (defaults 0.02 / 0.04 of the box width 2, as the
-    reference); cobyla_stall_seconds: CPU time NLopt's COBYLA may run without evaluating the
+    reference), acting on scaled constraints; con_scale [n_con]: the positive unit each constraint
+    is divided by before the surrogates see it (e.g. the limit L of ``g = value - L``), None or a
+    None/NaN entry for "the median |g| of the initial design"; cobyla_stall_seconds: CPU time NLopt's COBYLA may run without evaluating the
     infill problem before that start counts as failed (it can stall for minutes; None: no guard).
     """
 
@@ -79,6 +91,7 @@ class SamoCobra:
     eps_max: float = 0.08
     kernels: Tuple[str, ...] = KERNELS
     cobyla_stall_seconds: Optional[float] = 2.0
+    con_scale: Optional[Sequence[Optional[float]]] = None
     x: np.ndarray = field(init=False)
     f: np.ndarray = field(init=False)
     g: np.ndarray = field(init=False)
@@ -91,6 +104,13 @@ class SamoCobra:
         if self.ref_point.shape != (self.n_obj,):
             raise ValueError(f"ref_point must have {self.n_obj} entries, got {self.ref_point.shape}")
         self.n_init = self.n_init or self.dim + 1
+        self._given_scale = np.full(self.n_con, np.nan)
+        if self.con_scale is not None:
+            given = np.array([np.nan if v is None else float(v) for v in self.con_scale])
+            if given.shape != (self.n_con,) or np.any(given[np.isfinite(given)] <= 0) or np.any(np.isinf(given)):
+                raise ValueError(f"con_scale must hold {self.n_con} positive numbers (or None), got {self.con_scale}")
+            self._given_scale = given
+        self._con_unit: Optional[np.ndarray] = None
         self.x = np.zeros((0, self.dim))
         self.f = np.zeros((0, self.n_obj))
         self.g = np.zeros((0, self.n_con))
@@ -104,13 +124,36 @@ class SamoCobra:
         self._bank = None
 
     # ---- data -------------------------------------------------------------------------------
+    @property
+    def constraint_scale(self) -> np.ndarray:
+        """The unit [n_con] each constraint is divided by; data-driven entries are fixed by the
+        initial design (the median |g| of its n_init points; their max |g|, then 1, if that is 0)."""
+        if self._con_unit is not None:
+            return self._con_unit
+        unit = self._given_scale.copy()
+        free = ~np.isfinite(unit)
+        if free.any():
+            if len(self.g) < self.n_init:
+                raise RuntimeError("SamoCobra.constraint_scale: the initial design is not evaluated yet")
+            a = np.abs(self.g[: self.n_init, free])
+            # median: one huge value (e.g. a stress near a singular corner) does not set the unit
+            med, top = np.median(a, axis=0), a.max(axis=0)
+            unit[free] = np.where(med > 0, med, np.where(top > 0, top, 1.0))
+        self._con_unit = unit
+        return unit
+
+    def scaled_constraints(self) -> np.ndarray:
+        """Evaluated constraints [n, n_con] in the units the surrogates and EPS work in."""
+        return self.g / self.constraint_scale
+
     def _targets(self) -> Tuple[np.ndarray, OutputScaling, Optional[OutputScaling]]:
         obj = OutputScaling.fit(self.f, "objective")
         cols = [obj.forward(self.f)]
         con = None
         if self.n_con:
-            con = OutputScaling.fit(self.g, "constraint")
-            cols.append(con.forward(self.g))
+            gs = self.scaled_constraints()
+            con = OutputScaling.fit(gs, "constraint")
+            cols.append(con.forward(gs))
         return np.concatenate(cols, axis=1), obj, con
 
     def _fit(self):
@@ -120,7 +163,8 @@ class SamoCobra:
         return self._bank
 
     def _all_predictions(self, x: np.ndarray) -> np.ndarray:
-        """Raw-unit predictions of every candidate surrogate at x [d] -> [n_obj + n_con, kernels, 2]."""
+        """Predictions of every candidate surrogate at x [d] -> [n_obj + n_con, kernels, 2] (objectives
+        in raw units, constraints in scaled units)."""
         bank, obj, con = self._fit()
         out = np.empty((self.n_obj + self.n_con, len(self.kernels), 2))
         for ki, k in enumerate(self.kernels):
@@ -151,7 +195,7 @@ class SamoCobra:
             raise ValueError(f"SamoCobra.tell: non-finite objectives {f} or constraints {g} at x={x}")
         post_init = len(self.x) >= self.n_init
         if post_init:
-            truth = np.concatenate([f, g])[:, None, None]
+            truth = np.concatenate([f, g / self.constraint_scale])[:, None, None]
             self._sq_errors.append((self._all_predictions(x) - truth) ** 2)
             # EPS adapts after every infill evaluation (Tfeas = Tinfeas = 1 in the reference)
             feasible = g <= 0
