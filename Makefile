@@ -35,7 +35,7 @@ gpaw: install
 	else echo "make gpaw: libxc-dev is not installed; the GPAW tests will skip"; fi
 
 test: install lammps-plugin gpaw
-	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+	QALLEGRO_REQUIRE_KERNELS=1 $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/qallegro demo

@@ -1,4 +1,9 @@
-"""Shared test fixtures: the shared DFT data folder, the gpu marker, tolerances."""
+"""Shared test fixtures: the shared DFT data folder, the gpu marker, the compiled-ops gate.
+
+With ``QALLEGRO_REQUIRE_KERNELS=1`` (set by ``make test`` and so by CI) the session stops before any
+test runs when the op library is missing or incomplete: otherwise every kernel test would skip and
+the suite would pass on the pure-torch fallback alone.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,15 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} not present")
     return path
+
+
+def pytest_sessionstart(session):
+    from qallegro.ops._library import kernels_required, missing_kernels
+
+    problem = missing_kernels() if kernels_required() else None
+    if problem is not None:
+        raise pytest.UsageError(f"QALLEGRO_REQUIRE_KERNELS=1 but {problem}; rebuild qallegro "
+                                "(pip install --no-build-isolation -e .) or unset QALLEGRO_REQUIRE_KERNELS")
 
 
 def pytest_collection_modifyitems(config, items):

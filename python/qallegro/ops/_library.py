@@ -3,6 +3,11 @@
 ``HAS_KERNELS`` is False when the package was installed without its compiled part; every op then has
 a pure-torch fallback in :mod:`qallegro.ops.reference`. ``library_path()`` tells C++ hosts (LAMMPS,
 a libtorch program) which file to ``dlopen`` so that ``torch.ops.qallegro.*`` exist there too.
+
+Because that fallback is silent, a build whose library fails to load would still pass every test
+that merely skips without kernels. ``QALLEGRO_REQUIRE_KERNELS=1`` (set by ``make test`` and CI)
+makes :func:`missing_kernels` the test suite's gate: the session stops if any op of
+:data:`REQUIRED_OPS` is absent.
 """
 
 from __future__ import annotations
@@ -27,6 +32,26 @@ except (ImportError, OSError) as exc:  # the compiled part is optional; say why 
 
 if os.environ.get("QALLEGRO_DISABLE_KERNELS", "0") == "1":
     HAS_KERNELS = False
+
+#: every op schema of csrc/ops.cpp; a library without one of them is an incomplete build
+REQUIRED_OPS = ("neighbor_list", "allegro_tp", "allegro_tp_backward", "qdi", "qdi_backward", "qdi_double_backward")
+
+
+def kernels_required() -> bool:
+    """Whether ``QALLEGRO_REQUIRE_KERNELS=1`` asks that a missing op library be an error."""
+    return os.environ.get("QALLEGRO_REQUIRE_KERNELS", "0") == "1"
+
+
+def missing_kernels() -> Optional[str]:
+    """None when every op of :data:`REQUIRED_OPS` is usable, else why not (load error, ops absent)."""
+    if not HAS_KERNELS:
+        if os.environ.get("QALLEGRO_DISABLE_KERNELS", "0") == "1":
+            return "QALLEGRO_DISABLE_KERNELS=1 turned the compiled ops off"
+        return f"the op library did not load: {LOAD_ERROR or 'torch.ops.qallegro.neighbor_list is not registered'}"
+    absent = [name for name in REQUIRED_OPS if not hasattr(torch.ops.qallegro, name)]
+    if absent:
+        return f"the op library lacks torch.ops.qallegro.{{{', '.join(absent)}}}"
+    return None
 
 
 def library_path() -> Path:
