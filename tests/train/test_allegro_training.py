@@ -63,7 +63,7 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
 
 
 @needs_data
-def test_cli_evaluate_shots_on_a_qdi_model(tmp_path):
+def test_cli_evaluate_shots_on_a_qdi_model(tmp_path, capsys):
     import qallegro.models as M
 
     small = {k: v for k, v in SMALL_ALLEGRO.items() if k not in ("kind", "r_max", "readout_mlp_hidden_layers_width")}
@@ -75,6 +75,9 @@ def test_cli_evaluate_shots_on_a_qdi_model(tmp_path):
         results[name] = json.loads(out.read_text())["forces_mae_meV_per_A"]
     assert results["a"] == results["b"]  # seeded shot sampling is reproducible
     assert results["a"] != pytest.approx(results["exact"], rel=1e-9)  # and it is noisy
-    with pytest.raises(ValueError, match="no QDI layer"):
-        M.save_model(M.build("allegro", ["H", "C", "O"], 4.0, seed=0, **small), tmp_path / "plain.pt")
-        main(["evaluate", str(tmp_path / "plain.pt"), str(ETHANOL), "--index", ":3", "--shots", "50"])
+    M.save_model(M.build("allegro", ["H", "C", "O"], 4.0, seed=0, **small), tmp_path / "plain.pt")
+    assert main(["evaluate", str(tmp_path / "plain.pt"), str(ETHANOL), "--index", ":3", "--shots", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qallegro evaluate: error: --shots 50:") and "no QDI layer" in err
+    with pytest.raises(ValueError, match="no QDI layer"):  # --debug shows the exception itself
+        main(["evaluate", str(tmp_path / "plain.pt"), str(ETHANOL), "--index", ":3", "--shots", "50", "--debug"])

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
+from qallegro.errors import QAllegroError
 from qallegro.ops.neighbor_list import periodic_cell_is_singular
 
 
-class DataError(ValueError):
+class DataError(QAllegroError):
     """Bad input data; the message names the file, frame and key at fault."""
 
 

@@ -1,4 +1,5 @@
-"""Save and load models: build arguments + state dict in one file, written atomically."""
+"""Save and load models: build arguments + state dict in one file, written atomically, with its
+sha256 inside (checked on load, see ``qallegro.utils``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any, Dict, Union
 
 import torch
 
-from qallegro.utils import atomic_torch_save
+from qallegro.errors import CorruptFileError
+from qallegro.utils import atomic_torch_save, read_verified, torch_load_bytes
 
 FORMAT = "qallegro-model-v1"
 
@@ -29,11 +31,13 @@ def model_from_record(record: Dict[str, Any], source: str = "<record>"):
     """Rebuild a model from :func:`model_record`'s dictionary (ValueError names the missing key)."""
     from qallegro.model.builder import build
 
+    if not isinstance(record, dict):
+        raise CorruptFileError(f"{source}: not a qallegro model file (holds a {type(record).__name__})")
     for key in ("format", "kind", "type_names", "r_max", "hparams", "state_dict"):
         if key not in record:
-            raise ValueError(f"{source}: not a qallegro model file (missing key {key!r})")
+            raise CorruptFileError(f"{source}: not a qallegro model file (missing key {key!r})")
     if record["format"] != FORMAT:
-        raise ValueError(f"{source}: unsupported model format {record['format']!r} (expected {FORMAT!r})")
+        raise CorruptFileError(f"{source}: unsupported model format {record['format']!r} (expected {FORMAT!r})")
     # the recorded seed only re-creates the initial weights, which the state dict then replaces
     model = build(record["kind"], record["type_names"], record["r_max"], **dict(record["hparams"]))
     model.load_state_dict(record["state_dict"])
@@ -46,10 +50,9 @@ def save_model(model, path: Union[str, os.PathLike]) -> Path:
 
 
 def load_model(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"):
-    """Rebuild the model saved by :func:`save_model` (in eval mode)."""
+    """Rebuild the model saved by :func:`save_model` (in eval mode); errors name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    record = torch.load(path, map_location=map_location, weights_only=True)
+    record = torch_load_bytes(read_verified(path, "model file"), str(path), "qallegro model file",
+                              map_location=map_location)
     model = model_from_record(record, source=str(path))
     return model.eval()

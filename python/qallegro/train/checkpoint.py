@@ -10,20 +10,25 @@ A checkpoint is a ``torch.save``'d dict::
 
 ``last.pt`` is written after every epoch and ``best.pt`` whenever the monitored validation metric
 improves. Files go to a temporary name in the same folder and are moved over the old file with
-``os.replace``, so a crash never leaves a half-written checkpoint.
+``os.replace``, so a crash never leaves a half-written checkpoint. Each file carries the sha256 of
+its content (in the zip comment, see ``qallegro.utils``), checked on every load, and is loaded with
+``weights_only=True`` plus the numpy types of the RNG state: a checkpoint never runs code.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
 
-from qallegro.utils import atomic_torch_save
+from qallegro.errors import CorruptFileError
+from qallegro.utils import atomic_torch_save, read_verified, torch_load_bytes
 from qallegro.utils import atomic_write_text as _atomic_write_text
 
 FORMAT = "qallegro-checkpoint"
@@ -72,25 +77,39 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Read and check a checkpoint written by the trainer."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    # weights_only=False: the checkpoint holds numpy/python RNG states and plain config dicts
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+def _numpy_globals() -> list:
+    """The numpy types of ``np.random.get_state()`` that ``weights_only`` loading must allow."""
+    return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _load_file(path: Path, map_location: Union[str, torch.device], what: str) -> Any:
+    """Verified bytes of ``path`` -> its unpickled content (errors name the file)."""
+    data = read_verified(path, what)
+    return torch_load_bytes(data, str(path), what, map_location=map_location, safe_globals=_numpy_globals())
+
+
+def _check_checkpoint(ckpt: Any, path: Path) -> Dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a qallegro training checkpoint (no format={FORMAT!r} entry)")
+        raise CorruptFileError(f"{path} is not a qallegro training checkpoint (no format={FORMAT!r} entry)")
     if int(ckpt.get("version", 0)) > VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this qallegro ({VERSION})")
+        raise CorruptFileError(f"{path}: checkpoint version {ckpt['version']} is newer than this qallegro ({VERSION})")
+    missing = [k for k in ("model_spec", "model_state", "eval_state", "training_state") if k not in ckpt]
+    if missing:
+        raise CorruptFileError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Read, verify (sha256) and check a checkpoint written by the trainer; errors name the file."""
+    path = Path(path)
+    return _check_checkpoint(_load_file(path, map_location, "training checkpoint"), path)
 
 
 def is_checkpoint(path: Union[str, Path]) -> bool:
     try:
         load_checkpoint(path)
         return True
-    except Exception:  # not ours or unreadable: the caller tries other loaders
+    except (OSError, ValueError):  # not ours or unreadable: the caller tries other loaders
         return False
 
 
@@ -98,7 +117,10 @@ def model_from_checkpoint(
     path: Union[str, Path], map_location: Union[str, torch.device] = "cpu", weights: str = "eval"
 ) -> torch.nn.Module:
     """Rebuild the model of a checkpoint with its inference (``eval``, the EMA) or ``trained`` weights."""
-    ckpt = load_checkpoint(path, map_location)
+    return _model_from_ckpt(load_checkpoint(path, map_location), map_location, weights)
+
+
+def _model_from_ckpt(ckpt: Dict[str, Any], map_location: Union[str, torch.device], weights: str = "eval") -> torch.nn.Module:
     model = build_from_spec(ckpt["model_spec"])
     state = ckpt["eval_state"] if weights == "eval" else ckpt["model_state"]
     dtype = _state_dtype(state)
@@ -115,22 +137,37 @@ def _state_dtype(state: Dict[str, torch.Tensor]) -> Optional[torch.dtype]:
     return None
 
 
+def _is_torchscript(data: bytes) -> bool:
+    """TorchScript archives hold the compiled code under ``<archive>/code/``; torch.save's do not."""
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any("/code/" in "/" + name for name in names)
+
+
 def load_any_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> torch.nn.Module:
-    """A model from a training checkpoint or from ``qallegro.model.io.save_model``'s file."""
+    """A model from a training checkpoint or from ``qallegro.model.io.save_model``'s file.
+
+    The file is read and verified once; errors name it (a TorchScript export is told apart)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # e.g. a TorchScript archive: let the model io try it
-        ckpt = e
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        return model_from_checkpoint(path, map_location)
-    try:
-        from qallegro.model.io import load_model  # the model room's own format
-    except ImportError as e:
-        raise ValueError(f"{path} is not a qallegro training checkpoint and qallegro.model.io is unavailable") from e
-    return load_model(path)
+    data = read_verified(path, "model file")
+    if _is_torchscript(data):
+        raise CorruptFileError(
+            f"{path} is a TorchScript export (for ASE/LAMMPS); give the training checkpoint "
+            f"(best.pt) or best_model.pt instead"
+        )
+    content = torch_load_bytes(data, str(path), "model file", map_location=map_location, safe_globals=_numpy_globals())
+    if isinstance(content, dict) and content.get("format") == FORMAT:
+        return _model_from_ckpt(_check_checkpoint(content, path), map_location)
+    from qallegro.model.io import FORMAT as MODEL_FORMAT, model_from_record
+
+    if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
+        return model_from_record(content, source=str(path)).to(map_location).eval()
+    raise CorruptFileError(
+        f"{path} is neither a qallegro training checkpoint nor a saved qallegro model "
+        f"(format {content.get('format') if isinstance(content, dict) else type(content).__name__!r})"
+    )
 
 
 def atomic_write_text(text: str, path: Union[str, Path]) -> None:

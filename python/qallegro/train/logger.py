@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from qallegro.utils import atomic_write_text
 
 
 class MetricsLogger:
@@ -32,14 +34,13 @@ class MetricsLogger:
         for row in history:
             cols += [k for k in row if k not in cols]
         self.columns = cols
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            if cols:
-                w.writeheader()
-            for row in history:
-                w.writerow(row)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=cols)
+        if cols:
+            w.writeheader()
+        for row in history:
+            w.writerow(row)
+        atomic_write_text(self.path, text.getvalue())
 
     def log(self, row: Dict[str, float], history: List[Dict[str, float]]) -> None:
         """Append ``row`` (``history`` already contains it; used when new columns appear)."""

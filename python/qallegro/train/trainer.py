@@ -5,6 +5,12 @@ One epoch = the training structures in a seeded order (new each epoch), in globa
 and early-stopping bookkeeping, and checkpoints (``last.pt`` every epoch, ``best.pt`` on
 improvement), all written by rank 0. Everything that changes during training (weights, optimizer,
 scheduler, EMA, RNG states, epoch, history) is in ``last.pt``, so ``resume=True`` continues exactly.
+
+``time_budget`` stops at a step boundary. If that is inside an epoch, the epoch is not counted: it
+is neither validated nor logged, and ``last.pt`` records how many of its steps were taken (with
+their training-error sums), so a resumed run takes the remaining steps and ends bit-for-bit where
+an uninterrupted run ends. A loss or weight that becomes NaN/inf stops training with
+:class:`~qallegro.errors.TrainingDiverged` before anything non-finite is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from qallegro.errors import CorruptFileError, TrainingDiverged
 from qallegro.train import checkpoint as ckpt_io
 from qallegro.train import distributed as D
 from qallegro.train.config import TrainConfig, builder_accepts, check_hparams_against, config_from_dict
@@ -28,6 +35,7 @@ from qallegro.train.ema import ExponentialMovingAverage
 from qallegro.train.logger import MetricsLogger, format_row
 from qallegro.train.loss import compute_loss, loss_counts, loss_from_metrics
 from qallegro.train.metrics import ErrorAccumulator
+from qallegro.utils import remove_stale_temp_files
 
 Callback = Callable[[int, Dict[str, float]], Optional[bool]]
 
@@ -87,6 +95,18 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if o.name.lower() == "adamw" else torch.optim.Adam
     # foreach: one multi-tensor kernel per update instead of a Python loop over parameters
     return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, amsgrad=o.amsgrad, foreach=True)
+
+
+def _nonfinite_tensors(tensors: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors that hold a NaN or inf."""
+    return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _diverged(what: str, epoch: int, step: int, cfg: TrainConfig, saved: str) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged at epoch {epoch}, step {step}: {what}. Nothing from this point was saved{saved}. "
+        f"Lower optimizer.lr (now {cfg.optimizer.lr:g}) or set training.grad_clip_norm, and train again"
+    )
 
 
 def _evaluate_graphs(model, graphs, batch_size, device, dtype, type_names, info) -> Dict[str, float]:
@@ -200,7 +220,9 @@ def fit(
         ema = ExponentialMovingAverage(model, cfg.training.ema_decay) if cfg.training.ema_decay is not None else None
 
         state: Dict[str, Any] = {"epoch": 0, "step": 0, "best": math.inf, "best_epoch": 0, "bad_epochs": 0,
-                                 "history": [], "best_metrics": {}, "elapsed": 0.0}
+                                 "history": [], "best_metrics": {}, "elapsed": 0.0,
+                                 # an epoch cut off by time_budget: {epoch, steps_done, train_sums}
+                                 "partial": None}
         if resume_ckpt is not None:
             ts = resume_ckpt["training_state"]
             model.load_state_dict(resume_ckpt["model_state"])
@@ -210,7 +232,7 @@ def fit(
             if ema is not None and ts.get("ema") is not None:
                 ema.load_state_dict(ts["ema"])
             for k in state:
-                state[k] = ts[k]
+                state[k] = ts.get(k, state[k])  # checkpoints without "partial" ended on an epoch boundary
             ckpt_io.set_rng_state(ts["rng"])
 
         elapsed_before = float(state["elapsed"])
@@ -218,6 +240,8 @@ def fit(
         logger = None
         if writes:
             run_path.mkdir(parents=True, exist_ok=True)
+            # a process killed inside atomic_write leaves its temporary file; this run owns the folder
+            remove_stale_temp_files(run_path)
             logger = MetricsLogger(run_path, state["history"], cfg.training.tensorboard)
         best_eval_state = copy.deepcopy(resume_ckpt["eval_state"]) if resume_ckpt is not None else None
         best_path = run_path / "best.pt"
@@ -250,6 +274,17 @@ def fit(
         monitor_key = f"{monitor_split}_{t.monitor}"
         from tqdm.auto import tqdm
 
+        def saved_note() -> str:
+            return f" ({last_path} holds the last finite state)" if writes and last_path.exists() else ""
+
+        def check_weights(where_epoch: int) -> None:
+            bad = _nonfinite_tensors(model.state_dict())
+            if ema is not None:
+                bad += [f"EMA of {k}" for k in _nonfinite_tensors(ema.shadow)]
+            if D.any_rank(bool(bad), info):
+                raise _diverged(f"non-finite weights ({', '.join(bad[:3]) or 'on another rank'})",
+                                where_epoch, state["step"], cfg, saved_note())
+
         epoch = state["epoch"]
         if epoch >= t.max_epochs:
             stop_reason = "max_epochs (already reached by the resumed checkpoint)"
@@ -258,8 +293,21 @@ def fit(
             order = D.epoch_order(len(data.train_graphs), cfg.seed, epoch, t.shuffle)
             steps = D.step_batches(order, t.batch_size, info)
             acc = ErrorAccumulator(data.type_names)
+            steps_done = 0
+            if state["partial"] is not None:  # resume inside an epoch cut off by time_budget
+                partial = state["partial"]
+                if int(partial["epoch"]) != epoch or not 0 < int(partial["steps_done"]) < len(steps):
+                    raise CorruptFileError(
+                        f"checkpoint {resume_path}: position inside epoch {partial['epoch']} (step "
+                        f"{partial['steps_done']}) does not fit epoch {epoch} of {len(steps)} steps"
+                    )
+                steps_done = int(partial["steps_done"])
+                if info.is_main:  # the saved sums are already summed over ranks
+                    acc.sums = partial["train_sums"].clone().to(torch.float64)
+                state["partial"] = None
             out_of_time = False
-            bar = tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=not (t.progress and info.is_main))
+            bar = tqdm(steps[steps_done:], desc=f"epoch {epoch}", leave=False, initial=steps_done, total=len(steps),
+                       disable=not (t.progress and info.is_main))
             model.train()
             for global_idx, local_idx in bar:
                 # a rank without structures in this step runs a zero-weighted forward so DDP's
@@ -272,6 +320,10 @@ def fit(
                 loss, terms = compute_loss(pred, batch, cfg.loss, global_counts)
                 if not local_idx:
                     loss = loss * 0.0
+                loss_value = float(loss.detach())
+                # checked before the update, so non-finite values never reach the weights
+                if D.any_rank(not math.isfinite(loss_value), info):
+                    raise _diverged(f"the loss is {loss_value}", epoch, state["step"] + 1, cfg, saved_note())
                 optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks; the loss is already a global mean, so scale back
                 (loss * info.world_size).backward()
@@ -283,18 +335,31 @@ def fit(
                 if local_idx:
                     acc.update({k: v.detach() for k, v in pred.items()}, batch)
                 state["step"] += 1
-                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+                steps_done += 1
+                bar.set_postfix(loss=f"{loss_value:.4g}")
                 if t.time_budget is not None:
                     out_of_time = D.any_rank(time.monotonic() - t0 > t.time_budget, info)
                     if out_of_time:
                         break
             bar.close()
+            check_weights(epoch)
             acc.reduce()
+            if out_of_time and steps_done < len(steps):
+                # stopped inside the epoch: record the position instead of counting the epoch
+                state.update(epoch=epoch - 1, elapsed=elapsed_before + time.monotonic() - t0,
+                             partial={"epoch": epoch, "steps_done": steps_done, "train_sums": acc.sums.clone()})
+                if writes:
+                    save(last_path, eval_state())
+                stop_reason = (f"time_budget ({t.time_budget:g} s) after {steps_done} of {len(steps)} steps of "
+                               f"epoch {epoch} (not counted; --resume continues it)")
+                break
             train_metrics = acc.compute()
             row: Dict[str, float] = {"epoch": epoch, "step": state["step"], "lr": optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v for k, v in train_metrics.items()})
             row["train_loss"] = loss_from_metrics(train_metrics, cfg.loss)
-            validated = epoch % t.validate_every == 0 or out_of_time or epoch == t.max_epochs
+            # not `or out_of_time`: an extra validation would step the scheduler where an
+            # uninterrupted run does not, and resume would no longer be exact
+            validated = epoch % t.validate_every == 0 or epoch == t.max_epochs
             improved = False
             if validated:
                 if data.val_graphs:
@@ -311,6 +376,8 @@ def fit(
                         f"{sorted(k for k in row if k.startswith(monitor_split))}"
                     )
                 value = row[monitor_key]
+                if not math.isfinite(value):
+                    raise _diverged(f"{monitor_key} is {value}", epoch, state["step"], cfg, saved_note())
                 if scheduler is not None:
                     scheduler.step(value)
                 improved = value < state["best"] - t.early_stopping_min_delta
@@ -332,7 +399,7 @@ def fit(
             if info.is_main and t.progress:
                 tqdm.write(format_row(row) + ("  *" if improved else ""))
             stop = False
-            if out_of_time:
+            if out_of_time and epoch < t.max_epochs:  # at the last epoch, max_epochs is the reason
                 stop, stop_reason = True, f"time_budget ({t.time_budget:g} s)"
             elif (validated and t.early_stopping_patience is not None
                   and state["bad_epochs"] >= t.early_stopping_patience):
@@ -345,8 +412,11 @@ def fit(
                 break
         if logger is not None:
             logger.close()
-        if best_eval_state is None:
+        if best_eval_state is None:  # no validated epoch (e.g. a time budget shorter than one epoch)
             best_eval_state = eval_state()
+        bad = _nonfinite_tensors(best_eval_state)
+        if bad:  # never hand out (or write as best_model.pt) a model with NaN/inf weights
+            raise _diverged(f"non-finite weights in the final model ({', '.join(bad[:3])})", epoch, state["step"], cfg, saved_note())
         model.load_state_dict(best_eval_state)
         model.eval()
         if writes and hasattr(model, "hparams") and hasattr(model, "kind"):
