@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.model.allegro_helpers import DATA, SMALL, TOL, ModelCalculator, batch_from_atoms, culi_cell, read_frames
+from tests.model.allegro_helpers import SMALL, TOL, ModelCalculator, batch_from_atoms, culi_cell, read_builtin
 
 import qallegro.models as models
 
@@ -20,12 +20,9 @@ def _model(type_names, kind="allegro", seed=0, **overrides):
     return models.build(kind, type_names, R_MAX, **hp)
 
 
-def _ethanol():
-    if DATA.exists():
-        return read_frames("ethanol_rmd17_100.extxyz", "0")
-    from ase.build import molecule
-
-    return molecule("CH3CH2OH")
+def _molecule():
+    """Frame 0 of the shipped aspirin set (C, H, O; a DFT-MD geometry at 500 K)."""
+    return read_builtin("aspirin", "0")[0]
 
 
 def _close(a, b, scale=1.0):
@@ -62,7 +59,7 @@ def test_e3nn_assert_equivariant_molecule():
     from e3nn.util.test import assert_equivariant
 
     model = _model(CHO, l_max=3)
-    data = batch_from_atoms([_ethanol()], R_MAX, CHO)
+    data = batch_from_atoms([_molecule()], R_MAX, CHO)
 
     def f(pos):
         d = dict(data, pos=pos)
@@ -81,7 +78,7 @@ def test_e3nn_assert_equivariant_molecule():
 
 def test_translation_invariance():
     model = _model(CHO)
-    atoms = _ethanol()
+    atoms = _molecule()
     out = model(batch_from_atoms([atoms], R_MAX, CHO))
     moved = atoms.copy()
     moved.positions += np.array([3.1, -7.2, 0.4])
@@ -118,7 +115,7 @@ def test_periodic_images_change_nothing():
 def test_forces_match_finite_differences_gradient_test():
     from ase.calculators.test import gradient_test
 
-    atoms = _ethanol()
+    atoms = _molecule()
     atoms.calc = ModelCalculator.make(_model(CHO), CHO)
     f, fn = gradient_test(atoms)
     assert np.abs(f).max() > 1e-3
@@ -187,8 +184,8 @@ def test_smooth_at_r_max():
 
 def test_fragments_add_up():
     model = _model(CHO)
-    a = _ethanol()
-    b = _ethanol()
+    a = _molecule()
+    b = _molecule()
     b.positions = b.positions @ _random_o3(2, False).T + np.array([R_MAX + 12.0, 0.0, 0.0])
     both = a + b
     out_ab = model(batch_from_atoms([both], R_MAX, CHO))
@@ -215,6 +212,6 @@ def test_batch_equals_one_by_one():
 
 def test_molecule_stress_is_nan_and_virial_finite():
     model = _model(CHO)
-    out = model(batch_from_atoms([_ethanol()], R_MAX, CHO))
+    out = model(batch_from_atoms([_molecule()], R_MAX, CHO))
     assert torch.isnan(out["stress"]).all()
     assert torch.isfinite(out["virial"]).all()
