@@ -33,6 +33,7 @@ it with ``RTLD_GLOBAL`` (the LAMMPS plugin does), or ``LD_PRELOAD`` it for other
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -265,7 +266,8 @@ def export(
     """
     _check_qdi_layers(model)
     if dtype is not None:
-        model = model.to(dtype)
+        # Module.to casts in place: cast a copy, the caller keeps its model
+        model = copy.deepcopy(model).to(dtype)
     dtype = model_dtype(model)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"model dtype must be float32 or float64, got {dtype}")

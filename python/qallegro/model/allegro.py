@@ -191,6 +191,22 @@ class AllegroEnergy(torch.nn.Module):
         edge_vectors = torch.index_select(pos, 0, neighbor) - torch.index_select(pos, 0, center)
         edge_cell = torch.index_select(cell, 0, torch.index_select(batch, 0, center))
         edge_vectors = edge_vectors + torch.bmm(edge_cell_shift.unsqueeze(1), edge_cell).squeeze(1)
+        return self.from_edge_vectors(edge_vectors, edge_index, atom_type, batch, num_structures)
+
+    def from_edge_vectors(
+        self,
+        edge_vectors: torch.Tensor,
+        edge_index: torch.Tensor,
+        atom_type: torch.Tensor,
+        batch: torch.Tensor,
+        num_structures: int,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """edge_vectors [E, 3] Å (r_ij = r_j - r_i, images included), edge_index [2, E], atom_type [N],
+        batch [N] -> (atomic_energy [N, 1] eV, total_energy [B, 1] eV).
+
+        The energy depends on positions only through the edge vectors, so hosts that build edges
+        themselves (metatomic engines) or need pair forces -dE/dr_ij (per-atom virials) call this."""
+        center = edge_index[0]
         features, edge_cutoff, node_norm = self.edge_features(edge_vectors, edge_index, atom_type)
         raw = self.readout(features, edge_cutoff, center, node_norm)
         atomic_energy = torch.addcmul(self.shifts[atom_type], self.scales[atom_type], raw)
