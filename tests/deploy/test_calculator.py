@@ -142,3 +142,70 @@ def test_ase_md_example(morse_export):
     drifts = [abs(float(ln.split("drift")[1].split()[0])) for ln in rows]
     assert max(drifts) < 1e-4, proc.stdout
     assert rows[0].split()[1] == "0" and rows[-1].split()[1] == "40"
+
+
+@pytest.mark.parametrize("kind", ["allegro", "allegro_qdi"])
+def test_per_atom_stresses_and_edge_forces(kind, tmp_path):
+    """Allegro exports give per-atom stresses that sum to the stress, and pair forces -dE/dr_ij from
+    which the forces and the virial follow (float64, round-off)."""
+    from qallegro.deploy.export import export
+
+    from tests.deploy.conftest import build_real
+
+    path = tmp_path / f"{kind}.pt"
+    export(build_real(kind), path)
+    atoms = culi_cell()
+    atoms.calc = QAllegroCalculator(path)
+    stress, stresses = atoms.get_stress(), atoms.get_stresses()
+    assert stresses.shape == (len(atoms), 6)
+    assert np.abs(stresses).max() > 1e-6 and np.abs(stresses - stresses[0]).max() > 1e-8  # not trivially equal
+    assert_close(stresses.sum(0), stress, what=f"{kind}: sum of per-atom stresses")
+    edge_index, edge_forces = atoms.calc.results["edge_index"], atoms.calc.results["edge_forces"]
+    assert edge_forces.shape == (edge_index.shape[1], 3)
+    # -dE/dr_ij acts on the neighbour j, its opposite on the centre i
+    forces = np.zeros((len(atoms), 3))
+    np.add.at(forces, edge_index[1], edge_forces)
+    np.add.at(forces, edge_index[0], -edge_forces)
+    assert_close(forces, atoms.get_forces(), what=f"{kind}: forces from pair forces")
+    pos = atoms.positions
+    from qallegro.ops import neighbor_list
+    import torch
+
+    _, shifts = neighbor_list(torch.tensor(pos), 4.0, torch.tensor(atoms.cell[:]), True)
+    vectors = pos[edge_index[1]] - pos[edge_index[0]] + shifts.numpy() @ atoms.cell[:]
+    virial = np.einsum("ea,eb->ab", vectors, edge_forces)  # W = -Σ r ⊗ dE/dr
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    assert_close(full_3x3_to_voigt_6_stress(-0.5 * (virial + virial.T) / atoms.get_volume()), stress,
+                 what=f"{kind}: virial from pair forces")
+
+
+def test_stresses_need_a_cell(tmp_path):
+    from qallegro.deploy.export import export
+
+    from tests.deploy.conftest import build_real
+
+    export(build_real("allegro"), tmp_path / "a.pt")
+    atoms = molecule()
+    atoms.calc = QAllegroCalculator(tmp_path / "a.pt")
+    with pytest.raises(PropertyNotImplementedError, match="stresses needs a periodic cell"):
+        atoms.get_stresses()
+
+
+def test_float32_model_total_energy_is_a_float64_sum():
+    """A float32 model with large per-atom energies: the total is the float64 sum of the per-atom
+    energies (the float32 total it computes itself is off by ~1e-3 eV here)."""
+    import math
+
+    import torch
+
+    from tests.deploy.conftest import build_real
+
+    model = build_real("allegro", dtype="float32", per_type_energy_shifts=[-6113.17, -203.9, -1029.4, -13.6, -2041.2])
+    atoms = culi_cell() * (2, 2, 2)
+    atoms.calc = QAllegroCalculator(model)
+    energies = atoms.get_potential_energies()
+    energy = atoms.get_potential_energy()
+    assert energy == math.fsum(energies) or abs(energy - math.fsum(energies)) < 1e-9
+    float32_total = float(torch.tensor(energies, dtype=torch.float32).sum())
+    assert abs(float32_total - math.fsum(energies)) > 1e-4  # the case is one where float32 accumulation errs

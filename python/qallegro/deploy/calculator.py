@@ -17,9 +17,20 @@ from ase.stress import full_3x3_to_voigt_6_stress
 import qallegro.deploy.export as _export
 
 
+def _voigt(tensors: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] -> [..., 6] in ASE's order xx yy zz yz xz xy, off-diagonals averaged (per-atom
+    virials are not symmetric; their sum is)."""
+    t = tensors
+    return np.stack([t[..., 0, 0], t[..., 1, 1], t[..., 2, 2], 0.5 * (t[..., 1, 2] + t[..., 2, 1]),
+                     0.5 * (t[..., 0, 2] + t[..., 2, 0]), 0.5 * (t[..., 0, 1] + t[..., 1, 0])], axis=-1)
+
+
 class QAllegroCalculator(Calculator):
-    """Energy (eV), free_energy (eV), forces (eV/Å), stress (eV/Å³, ASE sign) and per-atom
-    energies (eV) from a qallegro model.
+    """Energy (eV), free_energy (eV), forces (eV/Å), stress (eV/Å³, ASE sign), per-atom energies
+    (eV) and, for Allegro models, per-atom stresses (``stresses``, eV/Å³, summing to ``stress``)
+    from a qallegro model. The total energy is the float64 sum of the per-atom energies, whatever
+    the model's precision. Allegro models also leave ``edge_index`` [2, E] and ``edge_forces``
+    [E, 3] (eV/Å, -dE/dr_ij) in ``calc.results`` after each calculation.
 
     path_or_model: a file written by ``qallegro export`` or an ``nn.Module`` on the qallegro data
     contract (with ``type_names``, ``r_max`` and ``kind`` attributes, as ``qallegro.models.build``
@@ -27,7 +38,7 @@ class QAllegroCalculator(Calculator):
     Atoms are mapped to model types by chemical symbol; stress needs a cell with volume.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
 
     def __init__(
         self,
@@ -83,20 +94,29 @@ class QAllegroCalculator(Calculator):
         }
         out = self.model(data)
         energies = out["atomic_energy"].detach().reshape(-1).cpu().double().numpy()
-        energy = float(out["total_energy"].detach().sum())
+        # summed in float64: a float32 model's own float32 total loses ~1e-2 eV on 10^5 eV
+        energy = float(energies.sum())
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["energies"] = energies
         self.results["forces"] = out["forces"].detach().cpu().double().numpy()
+        if "edge_forces" in out:
+            self.results["edge_index"] = edge_index.cpu().numpy()
+            self.results["edge_forces"] = out["edge_forces"].detach().cpu().double().numpy()
         volume = abs(float(np.linalg.det(cell_np))) if has_cell else 0.0
         if volume > 0.0:
             virial = out["virial"].detach().reshape(3, 3).cpu().double().numpy()
             self.results["stress"] = full_3x3_to_voigt_6_stress(-virial / volume)
-        elif "stress" in properties:
-            raise PropertyNotImplementedError(
-                "stress needs a periodic cell with non-zero volume; these atoms have pbc="
-                f"{pbc.tolist()} and cell volume {volume:.3g} Å^3"
-            )
+            if "atomic_virial" in out:
+                atomic_virial = out["atomic_virial"].detach().cpu().double().numpy()
+                self.results["stresses"] = _voigt(-atomic_virial / volume)
+        for name in ("stress", "stresses"):
+            if name in properties and name not in self.results:
+                why = ("needs a periodic cell with non-zero volume; these atoms have pbc="
+                       f"{pbc.tolist()} and cell volume {volume:.3g} Å^3")
+                if volume > 0.0:
+                    why = f"needs an Allegro model (this is {self.metadata.get('model_kind', '?')!r})"
+                raise PropertyNotImplementedError(f"{name} {why}")
 
 
 __all__ = ["QAllegroCalculator"]

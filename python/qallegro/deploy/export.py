@@ -21,7 +21,10 @@ key                  shape        meaning
 and returns ``atomic_energy`` [N, 1] eV, ``total_energy`` [1, 1] eV, ``forces`` [N, 3] eV/Å
 (``-dE/dpos`` for every given atom, ghosts included, so a host can reverse-communicate them) and
 ``virial`` [1, 3, 3] eV (``-dE/dε`` for a symmetric strain ε; nequip's and LAMMPS's sign, so
-ASE's stress is ``-virial / volume``). These are the keys pair_allegro passes and reads.
+ASE's stress is ``-virial / volume``). These are the keys pair_allegro passes and reads. Exports of
+Allegro models (metadata ``edge_forces`` = "1") also return ``edge_forces`` [E, 3] eV/Å (-dE/dr_ij,
+one row per edge, in ``edge_index`` order) and ``atomic_virial`` [N, 3, 3] eV (per-atom virials that
+sum to ``virial``); see :class:`DeployedEdgeModel`.
 
 Metadata are stored as TorchScript extra files (read them with :func:`read_metadata` or, in C++,
 ``torch::jit::load(path, device, extra_files)``); see :data:`METADATA_KEYS`. ``type_names`` is a
@@ -57,6 +60,7 @@ METADATA_KEYS: Tuple[str, ...] = (
     "num_types",
     "per_edge_type_cutoff",
     "allow_tf32",
+    "edge_forces",
 )
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -70,6 +74,7 @@ class DeployedModel(torch.nn.Module):
     ``batch``, ``num_atoms``) and must return ``atomic_energy`` [N, 1]. When it also returns
     ``forces`` and ``virial`` (``model_computes_forces``) those are used; otherwise forces and
     virial are taken here by autograd through a symmetric strain of positions and cell.
+    Allegro models are exported as :class:`DeployedEdgeModel` instead, which adds pair forces.
     """
 
     def __init__(
@@ -88,7 +93,9 @@ class DeployedModel(torch.nn.Module):
         self.kind: str = str(kind)
         self.model_computes_forces: bool = bool(model_computes_forces)
 
-    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def parse(self, data: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
+        """Checked inputs: pos [N, 3], atom_type [N] int64, edge_index [2, E] int64, edge_cell_shift
+        [E, 3], cell [1, 3, 3] (zeros when absent), num_local."""
         pos = data["pos"]
         edge_index = data["edge_index"]
         if "atom_types" in data:
@@ -104,8 +111,6 @@ class DeployedModel(torch.nn.Module):
             raise ValueError("qallegro export: 'atom_types' must have one entry per row of 'pos'")
         if num_atoms > 0 and (bool((atom_type < 0).any()) or bool((atom_type >= self.num_types).any())):
             raise ValueError("qallegro export: 'atom_types' holds an index outside [0, num_types)")
-        atom_type = atom_type.to(torch.long)
-        edge_index = edge_index.to(torch.long)
         if "cell" in data:
             cell = data["cell"].reshape(1, 3, 3).to(pos.dtype)
         else:
@@ -114,6 +119,14 @@ class DeployedModel(torch.nn.Module):
             edge_cell_shift = data["edge_cell_shift"].to(pos.dtype)
         else:
             edge_cell_shift = torch.zeros((edge_index.shape[1], 3), dtype=pos.dtype, device=pos.device)
+        num_local = num_atoms
+        if "num_local" in data:
+            num_local = int(data["num_local"].reshape(-1)[0])
+        return pos, atom_type.to(torch.long), edge_index.to(torch.long), edge_cell_shift, cell, num_local
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        pos, atom_type, edge_index, edge_cell_shift, cell, num_local = self.parse(data)
+        num_atoms = pos.shape[0]
         # a cell with volume marks a periodic frame; ghost-atom hosts pass none
         periodic = bool(torch.linalg.det(cell[0]).abs() > 0.0)
         pbc = torch.full((1, 3), periodic, dtype=torch.bool, device=pos.device)
@@ -150,15 +163,60 @@ class DeployedModel(torch.nn.Module):
             grad_strain = grads[1]
             forces = -grad_pos if grad_pos is not None else torch.zeros_like(pos)
             virial = (-grad_strain if grad_strain is not None else torch.zeros_like(displacement)).reshape(1, 3, 3)
-        num_local = num_atoms
-        if "num_local" in data:
-            num_local = int(data["num_local"].reshape(-1)[0])
         total_energy = atomic_energy[:num_local].sum().reshape(1, 1)
         return {
             "atomic_energy": atomic_energy.detach(),
             "total_energy": total_energy.detach(),
             "forces": forces.detach(),
             "virial": virial.detach(),
+        }
+
+
+class DeployedEdgeModel(DeployedModel):
+    """The export of an Allegro model: its energy is a function of the edge vectors r_ij alone
+    (``AllegroEnergy.from_edge_vectors``), so one backward pass gives the pair forces
+    g_ij = dE/dr_ij, from which every other derivative follows exactly:
+
+    - forces: F_i = Σ_j g_ij - Σ_j g_ji (centre gains g, neighbour loses it);
+    - virial: W = -Σ_ij r_ij ⊗ g_ij (equal to the strain derivative, images included);
+    - per-atom virial: half of each edge's -r_ij ⊗ g_ij to each of its two atoms, the pair split
+      LAMMPS's ``compute stress/atom`` uses, so the per-atom virials sum to W.
+
+    Extra outputs: ``edge_forces`` [E, 3] eV/Å (= -g_ij, the force the edge puts on its neighbour
+    j) and ``atomic_virial`` [N, 3, 3] eV (full, not symmetric: LAMMPS's centroid form reads all
+    nine components).
+    """
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        pos, atom_type, edge_index, edge_cell_shift, cell, num_local = self.parse(data)
+        num_atoms = pos.shape[0]
+        center = edge_index[0]
+        neighbor = edge_index[1]
+        pos = pos.to(self.model.energy.norm_const.dtype)
+        cell = cell.to(pos.dtype)
+        edge_vectors = pos[neighbor] - pos[center] + edge_cell_shift.to(pos.dtype) @ cell[0]
+        edge_vectors = edge_vectors.detach().requires_grad_(True)
+        batch = torch.zeros((num_atoms,), dtype=torch.long, device=pos.device)
+        atomic_energy, _ = self.model.energy.from_edge_vectors(edge_vectors, edge_index, atom_type, batch, 1)
+        atomic_energy = atomic_energy.reshape(num_atoms, 1)
+        grad = torch.autograd.grad([atomic_energy.sum()], [edge_vectors], allow_unused=True)[0]
+        if grad is None:  # no edges
+            grad = torch.zeros_like(edge_vectors)
+        forces = torch.zeros_like(pos).index_add(0, center, grad).index_add(0, neighbor, -grad)
+        edge_virial = -0.5 * edge_vectors.detach().unsqueeze(2) * grad.unsqueeze(1)
+        atomic_virial = torch.zeros((num_atoms, 3, 3), dtype=pos.dtype, device=pos.device)
+        atomic_virial = atomic_virial.index_add(0, center, edge_virial).index_add(0, neighbor, edge_virial)
+        virial = 2.0 * edge_virial.sum(0)
+        # E is invariant under rotations, so W is symmetric up to round-off; symmetrise as the strain form is
+        virial = (0.5 * (virial + virial.transpose(0, 1))).reshape(1, 3, 3)
+        total_energy = atomic_energy[:num_local].sum().reshape(1, 1)
+        return {
+            "atomic_energy": atomic_energy.detach(),
+            "total_energy": total_energy.detach(),
+            "forces": forces.detach(),
+            "virial": virial.detach(),
+            "edge_forces": -grad.detach(),
+            "atomic_virial": atomic_virial.detach(),
         }
 
 
@@ -209,6 +267,8 @@ def wrap(
     kind = str(kind if kind is not None else getattr(model, "kind", "unknown"))
     model = model.eval()
     computes_forces = _probe_computes_forces(model, len(type_names), r_max, model_dtype(model))
+    if hasattr(getattr(model, "energy", None), "from_edge_vectors"):
+        return DeployedEdgeModel(model, type_names, r_max, kind, computes_forces)
     return DeployedModel(model, type_names, r_max, kind, computes_forces)
 
 
@@ -226,6 +286,8 @@ def metadata_of(deployed: DeployedModel, dtype: torch.dtype) -> Dict[str, str]:
         "num_types": str(deployed.num_types),
         "per_edge_type_cutoff": "",
         "allow_tf32": "0",
+        # "1": the file also returns edge_forces and atomic_virial (per-atom virials in LAMMPS)
+        "edge_forces": "1" if isinstance(deployed, DeployedEdgeModel) else "0",
     }
 
 
