@@ -18,3 +18,7 @@ class CorruptFileError(QAllegroError):
 
 class TrainingDiverged(QAllegroError):
     """The loss or the weights became NaN/inf during training; training stopped."""
+
+
+class ConfigTypeError(QAllegroError, TypeError):
+    """A config value of the wrong type; a ``TypeError`` and (as every config error) a ``ValueError``."""

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_overrides(values: dict, overrides) -> dict:
     """``["a.b=1", ...]`` -> values with ``values['a']['b'] = 1`` (YAML-parsed)."""
-    import yaml
+    from qallegro.train.config import yaml_load
 
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -42,7 +42,7 @@ def apply_overrides(values: dict, overrides) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml_load(raw)
     return values
 
 

@@ -18,11 +18,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
+import numbers
+import os
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+import numpy as np
 import yaml
+
+from qallegro.errors import ConfigTypeError
 
 Number = Union[int, float]
 
@@ -39,7 +47,7 @@ class DataConfig:
 
     train: Optional[str] = None
     val: Optional[str] = None
-    index: str = ":"
+    index: Union[str, int] = ":"
     train_size: Number = 0.8
     val_size: Number = 0.2
     split_seed: int = 0
@@ -147,6 +155,97 @@ class TrainConfig:
         return out
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but ``1e-3`` is a float as in YAML 1.2 (YAML 1.1 wants ``1.0e-3`` and
+    reads ``1e-3`` as a string, the commonest way to write a learning rate)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: Any) -> Any:
+    """YAML text or stream -> Python values (safe; ``1e-3`` is a number)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _describe(hint: Any) -> str:
+    """Words for a type hint in an error message."""
+    if hint is float or hint == Union[int, float]:
+        return "a number"
+    if hint is int:
+        return "an integer"
+    if hint is bool:
+        return "true or false"
+    if hint is str:
+        return "a string"
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is Union:
+        words = " or ".join(_describe(a) for a in args)
+        return words + (" or null" if type(None) in typing.get_args(hint) else "")
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(args[0]).split(' ', 1)[1]}s" if args else "a list"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return str(hint)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    # numbers.* so numpy scalars (as HPO samplers produce) count; a bool is not a number here
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return isinstance(value, str)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return any(_type_ok(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_types(cls: type, values: Dict[str, Any], where: str, source: str) -> Dict[str, Any]:
+    """Check ``values`` against the field types of dataclass ``cls``; :class:`ConfigTypeError` (a
+    ``TypeError`` and a ``ValueError``) names the key.
+
+    Numbers must be finite; path-like values of string fields become strings, numpy scalars Python ones."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for key, value in values.items():
+        hint = hints.get(key, Any)
+        if isinstance(value, os.PathLike) and _type_ok("", hint):
+            out[key] = value = os.fspath(value)
+        elif isinstance(value, np.generic):  # numpy scalars (HPO samplers) become plain Python ones
+            out[key] = value = value.item()
+        if _type_ok(value, hint):
+            continue
+        name = f"{where}.{key}" if where else key
+        why = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                why = " (a quoted number is a string in YAML: remove the quotes)"
+            except ValueError:
+                pass
+        elif isinstance(value, float) and not math.isfinite(value):
+            why = " (must be finite)"
+        raise ConfigTypeError(f"{source}: {name} must be {_describe(hint)}, got {value!r} ({type(value).__name__}){why}")
+    return out
+
+
 _SECTIONS = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -164,7 +263,7 @@ def _build_section(cls, values: Any, where: str, source: str):
         raise ValueError(f"{source}: '{where}' must be a mapping, got {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     if cls is ModelConfig:
-        known = {k: v for k, v in values.items() if k in names and k != "hparams"}
+        known = check_types(cls, {k: v for k, v in values.items() if k in names and k != "hparams"}, where, source)
         hparams = {k: v for k, v in values.items() if k not in names}
         if "hparams" in values:
             raise ValueError(f"{source}: write model hyperparameters directly under 'model', not in 'model.hparams'")
@@ -175,11 +274,12 @@ def _build_section(cls, values: Any, where: str, source: str):
             f"{source}: unknown key(s) {', '.join(where + '.' + k for k in unknown)}; "
             f"allowed in '{where}': {', '.join(sorted(names))}"
         )
-    return cls(**values)
+    return cls(**check_types(cls, values, where, source))
 
 
 def config_from_dict(values: Dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested dict; unknown keys raise ``ValueError``."""
+    """Build a :class:`TrainConfig` from a nested dict; unknown keys raise ``ValueError``, values of
+    the wrong type ``TypeError`` (both name the key)."""
     if isinstance(values, TrainConfig):
         return copy.deepcopy(values)
     if not isinstance(values, dict):
@@ -188,7 +288,7 @@ def config_from_dict(values: Dict[str, Any], source: str = "config") -> TrainCon
     unknown = sorted(set(values) - top)
     if unknown:
         raise ValueError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
-    kwargs = {k: v for k, v in values.items() if k not in _SECTIONS}
+    kwargs = check_types(TrainConfig, {k: v for k, v in values.items() if k not in _SECTIONS}, "", source)
     for name, cls in _SECTIONS.items():
         kwargs[name] = _build_section(cls, copy.deepcopy(values.get(name)), name, source)
     cfg = TrainConfig(**kwargs)
@@ -203,10 +303,18 @@ def load_config(path: Union[str, Path]) -> TrainConfig:
         raise FileNotFoundError(f"config file {path} does not exist")
     with open(path) as f:
         try:
-            values = yaml.safe_load(f)
+            values = yaml_load(f)
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {e}") from e
     cfg = config_from_dict(values or {}, source=str(path))
+    try:  # model keys too, so their errors name this file (fit checks them again for dict configs)
+        from qallegro.train.checkpoint import import_builder
+
+        builder = import_builder(cfg.model.builder)
+    except ImportError:
+        pass  # fit reports an unimportable builder
+    else:
+        check_hparams_against(builder, cfg.model.hparams, source=str(path), kind=cfg.model.kind)
     base = path.resolve().parent
     for key in ("train", "val"):
         p = getattr(cfg.data, key)
@@ -290,9 +398,18 @@ def check_hparams_against(builder, hparams: Dict[str, Any], source: str = "confi
     resolve = getattr(inspect.getmodule(builder), "resolve_hparams", None)
     if resolve is not None:
         try:
+            defaults = resolve(kind, {})
             resolve(kind, dict(hparams))
         except (ValueError, KeyError) as e:
             raise ValueError(f"{source}: model section: {e}") from e
+        for key, value in hparams.items():  # typed like its default (a default of None says nothing)
+            default = defaults.get(key)
+            hint = float if isinstance(default, float) else type(default)
+            if default is not None and value is not None and not _type_ok(value, hint):
+                raise ConfigTypeError(
+                    f"{source}: model.{key} must be {_describe(hint)} (like its default {default!r}), "
+                    f"got {value!r} ({type(value).__name__})"
+                )
         return
     try:
         params = inspect.signature(builder).parameters
