@@ -120,6 +120,9 @@ def format_report(metrics: Dict[str, Any], title: str = "") -> str:
             label = f"forces {sym} [meV/Å]"
             lines.append(f"{label:<18}{m['forces_mae_meV_per_A']:>12.3f}{m['forces_rmse_meV_per_A']:>12.3f}")
     if "forces_std_meV_per_A" in metrics and "forces_mae_meV_per_A" in metrics:
-        ratio = metrics["forces_mae_meV_per_A"] / metrics["forces_std_meV_per_A"]
-        lines.append(f"force MAE / std of reference forces: {100 * ratio:.2f}%")
+        std = metrics["forces_std_meV_per_A"]
+        if std > 0:
+            lines.append(f"force MAE / std of reference forces: {100 * metrics['forces_mae_meV_per_A'] / std:.2f}%")
+        else:  # e.g. relaxed structures: every reference force component is the same (zero)
+            lines.append("force MAE / std of reference forces: - (the reference forces do not vary)")
     return "\n".join(lines)
