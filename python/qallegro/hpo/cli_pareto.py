@@ -92,21 +92,31 @@ def plot(rows: List[Dict], out: str) -> Path:
     return path
 
 
+def check_storage_exists(url: str) -> None:
+    """A reader must not create databases: Optuna's sqlite storage creates a missing file (empty)."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise FileNotFoundError(
+            f"--storage {url}: database file {path} does not exist (qallegro optimize creates it)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_storage_exists(args.storage)
     rows: List[Dict] = []
     for name in args.studies:
         try:
             study = optuna.load_study(study_name=name, storage=args.storage)
         except KeyError:
             names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
-            print(f"qallegro pareto: no study {name!r} in {args.storage}; studies there: {names}", file=sys.stderr)
-            return 2
+            raise ValueError(f"no study {name!r} in {args.storage}; studies there: {names}") from None
         if len(study.directions) != 2:
-            print(f"qallegro pareto: study {name!r} has {len(study.directions)} objectives, expected 2", file=sys.stderr)
-            return 2
+            raise ValueError(f"study {name!r} has {len(study.directions)} objectives, expected 2")
         rows += _rows(study)
     if not rows:
         print("qallegro pareto: no completed trials yet", file=sys.stderr)
