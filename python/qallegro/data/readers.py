@@ -60,11 +60,96 @@ def read_ase(path: PathLike, index: str = ":", format: Optional[str] = None) -> 
         raise FileNotFoundError(f"{path}: no such file")
     try:
         frames = ase.io.read(path, index=index, format=format)
-    except Exception as exc:  # ASE raises many types; name the file and re-raise as a data error
-        raise DataError(f"{path}: ASE could not read it ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # ASE raises many types; name the file (and frame) as a data error
+        located = _locate_xyz_error(path) if _is_xyz(path, format) else None
+        raise DataError(located or f"{path}: ASE could not read it ({type(exc).__name__}: {exc})") from exc
     if not isinstance(frames, list):
         frames = [frames]
-    return [Structure.from_ase(atoms, source=f"{path}, frame {k}") for k, atoms in enumerate(frames)]
+    return [Structure.from_ase(atoms, source=f"{path}, {_frame_label(index, k)}") for k, atoms in enumerate(frames)]
+
+
+def _frame_label(index: Union[str, int, slice], k: int) -> str:
+    """"frame <i>" with ``i`` the frame's index in the file, for the ``k``-th frame read with ``index``."""
+    from ase.io.formats import string2index
+
+    selection = string2index(index) if isinstance(index, str) else index
+    if isinstance(selection, int) and selection >= 0:
+        return f"frame {selection}"
+    if isinstance(selection, slice) and (selection.start or 0) >= 0 and (selection.step or 1) > 0:
+        return f"frame {(selection.start or 0) + k * (selection.step or 1)}"
+    return f"frame {k} of index {index!r}"  # counted from the end: the file index needs the length
+
+
+def _is_xyz(path: str, format: Optional[str]) -> bool:
+    return format in ("extxyz", "xyz") or (format is None and path.lower().endswith((".xyz", ".extxyz")))
+
+
+def _xyz_columns(properties: str) -> List[tuple]:
+    """``"species:S:1:pos:R:3"`` -> [("species", "S", 1), ("pos", "R", 3)]."""
+    parts = properties.split(":")
+    return [(parts[i], parts[i + 1].upper(), int(parts[i + 2])) for i in range(0, len(parts) - 2, 3)]
+
+
+def _locate_xyz_error(path: str) -> Optional[str]:
+    """After ASE failed on an (ext)xyz file: the first defect with its frame, atom, line and key,
+    or None if this simple scan finds none (ASE's own message is used then)."""
+    from ase.io.extxyz import key_val_str_to_dict
+
+    with open(path, errors="replace") as handle:
+        lines = handle.read().splitlines()
+    i, frame = 0, 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        where = f"{path}, frame {frame} (line {i + 1})"
+        try:
+            n = int(lines[i].split()[0])
+        except ValueError:
+            return f"{where}: expected the number of atoms, got {lines[i][:40]!r}"
+        if i + 1 >= len(lines):
+            return f"{where}: the file ends after the atom count (truncated)"
+        try:
+            info = key_val_str_to_dict(lines[i + 1])
+            columns = _xyz_columns(str(info.get("Properties", "species:S:1:pos:R:3")))
+        except Exception as exc:  # ASE's parser raises several types for a bad comment line
+            return f"{path}, frame {frame} (line {i + 2}): cannot parse the comment line ({exc})"
+        atoms = lines[i + 2 : i + 2 + n]
+        if len(atoms) < n:
+            return f"{where}: {len(atoms)} atom lines, expected {n} (the file is truncated inside this frame)"
+        expected = sum(c for _, _, c in columns)
+        for k, line in enumerate(atoms):
+            problem = _check_xyz_atom(line.split(), columns, expected, "Properties" in info)
+            if problem:
+                return f"{path}, frame {frame}, atom {k} (line {i + 3 + k}): {problem}"
+        i += 2 + n
+        frame += 1
+    return None
+
+
+def _check_xyz_atom(values: List[str], columns: List[tuple], expected: int, strict: bool) -> Optional[str]:
+    if len(values) < expected or (strict and len(values) != expected):
+        start = 0
+        for name, _, count in columns:  # the first property the short line cannot fill
+            if len(values) < start + count:
+                break
+            start += count
+        layout = " ".join(f"{n}:{c}" for n, _, c in columns)
+        return f"{len(values)} columns, expected {expected} ({layout}); '{name}' is incomplete"
+    start = 0
+    for name, kind, count in columns:
+        for value in values[start : start + count]:
+            if kind == "S" and name in ("species", "symbols") and value not in atomic_numbers:
+                return f"unknown element {value!r} in '{name}'"
+            try:
+                if kind == "R":
+                    float(value)
+                elif kind == "I":
+                    int(value)
+            except ValueError:
+                return f"'{name}' holds {value!r}, not a number"
+        start += count
+    return None
 
 
 def _npz_key(data, path: str, key: str) -> np.ndarray:
