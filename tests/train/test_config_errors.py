@@ -141,3 +141,9 @@ def test_cli_train_wrong_type_is_one_line(tmp_path, capsys):
     good.write_text("seed: 0\n")
     assert main(["train", str(good), "--set", "scheduler.factor=x"]) == 2
     assert "scheduler.factor must be a number" in capsys.readouterr().err
+
+
+def test_missing_data_file_names_the_key(tmp_path):
+    cfg = standin_config(tmp_path, data__train=str(tmp_path / "absent.extxyz"))
+    with pytest.raises(FileNotFoundError, match=r"data\.train=.*absent\.extxyz: no such file"):
+        fit(cfg, callback=_no_training)

@@ -57,8 +57,12 @@ def check_elements_known(structures: Sequence, type_names: Sequence[str], source
 def _read(path: Optional[str], index: str, what: str) -> List:
     if path is None:
         raise ValueError(f"config: data.{what} is not set and no {what} structures were passed to fit()")
+    from pathlib import Path
+
     from qallegro.data import read
 
+    if not Path(path).exists():  # say which key points at it (paths are relative to the config file)
+        raise FileNotFoundError(f"config: data.{what}={path}: no such file")
     return list(read(path, index=index))
 
 
