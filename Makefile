@@ -40,8 +40,11 @@ test: install lammps-plugin gpaw
 demo: install
 	$(VENV)/bin/qallegro demo
 
+# every pytest-benchmark suite, then SAMO-COBRA's validation table in its quick mode (one seed of BNH and
+# CTP1, a few minutes); the full table (hours): OMP_NUM_THREADS=1 $(PY) bench/bench_samo_cobra.py --seeds 10
 bench: install
 	$(PY) -m pytest bench --benchmark-only -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) bench/bench_samo_cobra.py --quick
 
 # Compile every CUDA source with nvcc for sm_80 and sm_90, warnings as errors (no GPU needed).
 cuda-check: install
