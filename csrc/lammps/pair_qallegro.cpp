@@ -7,9 +7,12 @@
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
+#include "update.h"
 
 #include "ops_library.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -28,7 +31,8 @@ namespace {
 
 // The extra files `qallegro export` writes (python/qallegro/deploy/export.py, METADATA_KEYS).
 const char *const kMetadataKeys[] = {"qallegro_format", "qallegro_version", "model_kind", "model_dtype",
-                                     "r_max",           "type_names",       "num_types"};
+                                     "r_max",           "type_names",       "num_types",  "edge_forces",
+                                     "metatomic-version"};
 const char *const kFormatVersion = "1";
 
 std::string join(const std::vector<std::string> &items) {
@@ -43,6 +47,20 @@ std::string first_line(const std::string &message) {
   return end == std::string::npos ? message : message.substr(0, end);
 }
 
+// What a file that TorchScript cannot load is, for the error message: a torch.save archive (training
+// checkpoint or `save_model` file: pickled data, no TorchScript code) or something else.
+std::string describe_unloadable(const std::string &path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    if (reader.hasRecord("data.pkl") && !reader.hasRecord("constants.pkl"))
+      return "is a checkpoint or saved model (torch.save), not an export: run `qallegro export " + path +
+             " -o model.pt` and give LAMMPS model.pt";
+  } catch (const std::exception &) {
+    // not a zip archive at all
+  }
+  return "is not a qallegro export";
+}
+
 }  // namespace
 
 PairQAllegro::PairQAllegro(LAMMPS *lmp) : Pair(lmp) {
@@ -52,7 +70,8 @@ PairQAllegro::PairQAllegro(LAMMPS *lmp) : Pair(lmp) {
   single_enable = 0;
   // the model returns the virial itself (strain derivative); LAMMPS must not add f·r on top
   no_virial_fdotr_compute = 1;
-  centroidstressflag = CENTROID_NOTAVAIL;
+  // per-atom virials come from the pair forces -dE/dr_ij of exports that return them (9 components)
+  centroidstressflag = CENTROID_AVAIL;
 }
 
 PairQAllegro::~PairQAllegro() {
@@ -82,6 +101,10 @@ void PairQAllegro::settings(int narg, char **arg) {
         error->all(FLERR, std::string("pair_style qallegro: bad device '") + arg[iarg + 1] + "': " +
                               first_line(e.what()));
       }
+      if (device_.is_cuda() && !torch::cuda::is_available())
+        error->all(FLERR, std::string("pair_style qallegro: device ") + arg[iarg + 1] +
+                              " requested, but this libtorch has no CUDA (a CPU-only build) or sees no GPU; "
+                              "use device cpu, or build the plugin against a CUDA torch");
       iarg += 2;
     } else {
       error->all(FLERR, std::string("pair_style qallegro: unknown or incomplete keyword '") + arg[iarg] +
@@ -113,9 +136,13 @@ void PairQAllegro::coeff(int narg, char **arg) {
   try {
     model_ = torch::jit::load(model_path_, device_, metadata);
   } catch (const std::exception &e) {
-    error->all(FLERR, "pair_coeff: " + model_path_ + " is not a qallegro export (TorchScript could not load it: " +
-                          first_line(e.what()) + ")");
+    error->all(FLERR, "pair_coeff: " + model_path_ + " " + describe_unloadable(model_path_) +
+                          " (TorchScript could not load it: " + first_line(e.what()) + ")");
   }
+  if (metadata["qallegro_format"].empty() && !metadata["metatomic-version"].empty())
+    error->all(FLERR, "pair_coeff: " + model_path_ + " is a metatomic model, not a qallegro export: run it with "
+                      "pair_style metatomic (a LAMMPS built with metatomic), or export with `qallegro export` "
+                      "(default --format torchscript) for pair_style qallegro");
   if (metadata["qallegro_format"].empty())
     error->all(FLERR, "pair_coeff: " + model_path_ + " is a TorchScript file but not a qallegro export "
                       "(no 'qallegro_format' metadata); write it with `qallegro export`");
@@ -123,6 +150,7 @@ void PairQAllegro::coeff(int narg, char **arg) {
     error->all(FLERR, "pair_coeff: " + model_path_ + " has qallegro export format " +
                           metadata["qallegro_format"] + ", this plugin reads format " + kFormatVersion);
   model_.eval();
+  edge_forces_ = metadata["edge_forces"] == "1";
 
   const std::string &dtype = metadata["model_dtype"];
   if (dtype == "float64") {
@@ -166,6 +194,10 @@ void PairQAllegro::coeff(int narg, char **arg) {
 }
 
 void PairQAllegro::init_style() {
+  // the model's energies are eV and lengths Å: any other unit style would silently misread them
+  if (std::strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, std::string("pair_style qallegro requires units metal (eV, Angstrom), but the input "
+                                  "uses units ") + update->unit_style + "; put `units metal` before the box is created");
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style qallegro requires newton pair on (forces on ghost atoms are reverse-communicated)");
   neighbor->add_request(this, NeighConst::REQ_FULL);
@@ -178,8 +210,10 @@ double PairQAllegro::init_one(int i, int j) {
 
 void PairQAllegro::compute(int eflag, int vflag) {
   ev_init(eflag, vflag);
-  if (vflag_atom)
-    error->all(FLERR, "pair_style qallegro does not compute per-atom virials (compute stress/atom, centroid/stress/atom)");
+  const bool per_atom_virial = vflag_atom || cvflag_atom;
+  if (per_atom_virial && !edge_forces_)
+    error->all(FLERR, "pair_style qallegro: " + model_path_ + " returns no pair forces, so no per-atom virials "
+                      "(compute stress/atom, centroid/stress/atom, heat/flux): re-export it with this qallegro");
 
   double **x = atom->x;
   double **f = atom->f;
@@ -231,7 +265,7 @@ void PairQAllegro::compute(int eflag, int vflag) {
   input.insert("atom_types", atom_types.to(device_));
   input.insert("num_local", torch::full({1}, static_cast<int64_t>(nlocal), torch::kInt64).to(device_));
 
-  torch::Tensor forces, atomic_energy, model_virial;
+  torch::Tensor forces, atomic_energy, model_virial, edge_forces;
   try {
     // the model takes forces and virial by autograd: grad mode must be on whatever the host set
     torch::AutoGradMode grad_mode(true);
@@ -239,6 +273,8 @@ void PairQAllegro::compute(int eflag, int vflag) {
     forces = output.at("forces").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
     atomic_energy = output.at("atomic_energy").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
     model_virial = output.at("virial").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
+    if (per_atom_virial)
+      edge_forces = output.at("edge_forces").toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style qallegro: model " + model_path_ + " failed: " + first_line(e.what()));
   }
@@ -268,5 +304,35 @@ void PairQAllegro::compute(int eflag, int vflag) {
     virial[3] += v[0][0][1];
     virial[4] += v[0][0][2];
     virial[5] += v[0][1][2];
+  }
+
+  if (per_atom_virial) {
+    // edge e = (i, j) with r = x_j - x_i puts F_e = -dE/dr on j and -F_e on i; its virial r ⊗ F_e
+    // goes half to each atom (ghost halves are reverse-communicated by the computes, newton on)
+    auto ef = edge_forces.accessor<double, 2>();
+    for (int64_t e = 0; e < nedges; e++) {
+      const int i = static_cast<int>(centres[e]), j = static_cast<int>(neighbours[e]);
+      const double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      double w[3][3];
+      for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) w[a][b] = 0.5 * r[a] * ef[e][b];
+      if (vflag_atom) {
+        // the 6-component form is symmetric: off-diagonals averaged (their sum over atoms is symmetric anyway)
+        const double v[6] = {w[0][0], w[1][1], w[2][2], 0.5 * (w[0][1] + w[1][0]), 0.5 * (w[0][2] + w[2][0]),
+                             0.5 * (w[1][2] + w[2][1])};
+        for (int k = 0; k < 6; k++) {
+          vatom[i][k] += v[k];
+          vatom[j][k] += v[k];
+        }
+      }
+      if (cvflag_atom) {
+        // LAMMPS's order: xx yy zz xy xz yz yx zx zy
+        const double v[9] = {w[0][0], w[1][1], w[2][2], w[0][1], w[0][2], w[1][2], w[1][0], w[2][0], w[2][1]};
+        for (int k = 0; k < 9; k++) {
+          cvatom[i][k] += v[k];
+          cvatom[j][k] += v[k];
+        }
+      }
+    }
   }
 }

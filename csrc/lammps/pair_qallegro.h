@@ -5,7 +5,9 @@
 //
 // The model sees local + ghost atoms with the edges of LAMMPS's full neighbour list whose centre
 // is local and whose length is < r_max; forces on ghosts are reverse-communicated by LAMMPS, so
-// `newton on` is required. Energy sums the local atoms' energies; the virial is the model's.
+// `newton on` is required. Energy sums the local atoms' energies; the virial is the model's. Per-atom
+// virials (compute stress/atom, centroid/stress/atom, heat/flux) split each edge's r_ij ⊗ F_ij
+// equally between its atoms, F_ij = -dE/dr_ij being the pair force the export returns. `units metal`.
 #ifndef QALLEGRO_PAIR_QALLEGRO_H
 #define QALLEGRO_PAIR_QALLEGRO_H
 
@@ -42,6 +44,8 @@ class PairQAllegro : public Pair {
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_{torch::kFloat64};
   double r_max_ = 0.0;
+  /// The export returns "edge_forces" (-dE/dr_ij per edge): per-atom virials are available.
+  bool edge_forces_ = false;
   std::string model_path_;
   std::vector<std::string> model_type_names_;
   /// type_map_[lammps_type] = model type index (index 0 unused: LAMMPS types start at 1).
