@@ -143,11 +143,13 @@ register_readout(
 register_readout(
     "allegro_qdi",
     _allegro_qdi_factory,
+    # TQ42's published QDI layer defaults (rotation Z, strong entangling, measure Y, measurement_mode
+    # none, 4 qubits, depth 4); two uploads put 8 features through the 4 qubits
     {
         "n_qubits": 4,
         "qdi_uploads": 2,
         "qdi_depth": 4,
-        "rotation": "X",
+        "rotation": "Z",
         "entangling": "strong",
         "measure": "Y",
         "measurement_mode": "none",

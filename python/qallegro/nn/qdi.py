@@ -85,7 +85,8 @@ class QDILayer(nn.Module):
         in_features: number of inputs; a multiple of ``n_qubits``.
         n_qubits: register size, 1..25 (default 4).
         depth: variational layers per upload, >= 1 (default 4).
-        rotation: embedding rotation "X", "Y" or "Z" (Z preceded by a Hadamard layer).
+        rotation: embedding rotation "X", "Y" or "Z" (Z preceded by a Hadamard layer; default "Z", as
+            TQ42's published QDI layer).
         entangling: "strong" (Rot + CNOT ring of growing range) or "basic" (RX + CNOT ring).
         measure: Pauli observable "X", "Y" or "Z" (default "Y").
         measurement_mode: "none" (all qubits), "even" (even qubits), "single" (CNOT cascade, last qubit).
@@ -114,7 +115,7 @@ class QDILayer(nn.Module):
         in_features: int,
         n_qubits: int = 4,
         depth: int = 4,
-        rotation: str = "X",
+        rotation: str = "Z",
         entangling: str = "strong",
         measure: str = "Y",
         measurement_mode: str = "none",
