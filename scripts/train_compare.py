@@ -1,6 +1,9 @@
 #!/usr/bin/env python
-"""Ethanol (rMD17, 100 frames): 80 train / 20 val, a small Allegro for 10 minutes on 2 CPU cores.
+"""qallegro vs nequip-allegro 0.8.3, same data, model and budget: an 80/20 split of a data set, the
+small Allegro of configs/ethanol_allegro.yaml, 10 minutes of training each on CPU.
 
+The data is a set shipped with qallegro by name (default ``benzene``: PBE/def2-SVP, rMD17's level of
+theory) or any file qallegro reads (e.g. the rMD17 ethanol frames, ``--data path/to/ethanol.extxyz``).
 By default both codes train at the same time, one core (one thread) each, for the same wall-time
 budget, so that they see the same machine load; ``--sequential --threads 2`` gives each both cores.
 
@@ -11,12 +14,14 @@ trains nequip-allegro 0.8.3 (``nequip-train``) with the same hyperparameters, th
 per-type shifts/scales/avg_num_neighbors, optimizer, scheduler, EMA, loss and time budget, and
 prints both MAEs side by side.
 
-    python scripts/train_ethanol.py                       # both, 600 s each, 2 threads
-    python scripts/train_ethanol.py --budget 120 --skip-nequip
-    python scripts/train_ethanol.py --budget 3600 --max-epochs 300   # same epochs for both (busy machine)
+    python scripts/train_compare.py                      # both on shipped benzene, 600 s each, 1 thread each
+    python scripts/train_compare.py --budget 120 --skip-nequip
+    python scripts/train_compare.py --data ethanol_rmd17_100.extxyz --limit 100
+    python scripts/train_compare.py --budget 3600 --max-epochs 300   # same epochs for both (busy machine)
 
 The budget is wall time, so on a shared machine the figures depend on the load: the script prints
-the load average and the epochs each code completed.
+the load average and the epochs each code completed, and ``--summary FILE`` writes all of it (the
+command, load, machine, errors) to FILE, the artefact README's training table is generated from.
 """
 
 from __future__ import annotations
@@ -32,19 +37,20 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ethanol_rmd17_100.extxyz"
-TYPE_NAMES = ["H", "C", "O"]
+TYPE_NAMES = ["H", "C", "O"]  # replaced by the elements of the data, sorted by atomic number
 
 
-def write_split(data: Path, out: Path, seed: int):
+def write_split(data: str, out: Path, seed: int, limit=None):
     """80/20 split written as extxyz files (both codes read the very same frames)."""
     import ase.io
+    from ase.data import atomic_numbers
 
-    from qallegro.data import random_split, read
+    from qallegro.data import random_split
+    from qallegro.data.datasets import load_dataset
 
-    structures = read(data)
-    if len(structures) != 100:
-        print(f"note: {data} has {len(structures)} frames; splitting 80%/20%")
+    structures = load_dataset(data, limit=limit)
+    TYPE_NAMES[:] = sorted({s for st in structures for s in st.to_ase().get_chemical_symbols()},
+                           key=atomic_numbers.__getitem__)
     train, val = random_split(structures, [0.8, 0.2], seed=seed)
     for name, part in (("train", train), ("val", val)):
         ase.io.write(out / f"{name}.extxyz", [s.to_ase() for s in part], format="extxyz")
@@ -202,7 +208,10 @@ def nequip_val_mae(out: Path, val) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", default="benzene", help="shipped data set name (qallegro.data.datasets) or a file")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="also write the results with the command, machine and load to this JSON file")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "ethanol_allegro.yaml")
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per code (default 600)")
     p.add_argument("--threads", type=int, default=1,
@@ -217,8 +226,6 @@ def main() -> int:
                    help="also cap both codes at this many epochs (compare learning per epoch on a busy machine)")
     p.add_argument("--skip-nequip", action="store_true")
     args = p.parse_args()
-    if not args.data.is_file():
-        sys.exit(f"{args.data} not found (pass --data)")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
@@ -226,7 +233,8 @@ def main() -> int:
     base = yaml.safe_load(args.config.read_text())
     if args.max_epochs is not None:
         base["training"]["max_epochs"] = args.max_epochs
-    train, val = write_split(args.data, out, args.seed)
+    load_before = os.getloadavg()[0]
+    train, val = write_split(args.data, out, args.seed, args.limit)
     stats = statistics(train, float(base["model"]["r_max"]))
     import numpy as np
 
@@ -245,7 +253,9 @@ def main() -> int:
         if args.sequential:
             q_wall = q_job.wait()
         ncfg = nequip_config(base, out, stats, args.budget)
-        n_job = Job(["nequip-train", "-cp", ncfg.parent, "-cn", ncfg.name, f"hydra.run.dir={out / 'nequip_run'}"],
+        # nequip-train of this interpreter's environment (a venv need not be on PATH)
+        nequip_train = Path(sys.executable).with_name("nequip-train")
+        n_job = Job([nequip_train if nequip_train.exists() else "nequip-train", "-cp", ncfg.parent, "-cn", ncfg.name, f"hydra.run.dir={out / 'nequip_run'}"],
                     env, out / "nequip_train.log")
     if args.skip_nequip or not args.sequential:
         q_wall = q_job.wait()
@@ -253,7 +263,7 @@ def main() -> int:
     run([sys.executable, "-m", "qallegro", "evaluate", out / "qallegro_run" / "best.pt", out / "val.extxyz",
          "--json", out / "qallegro_val.json"], env, out / "qallegro_eval.log")
     q = json.loads((out / "qallegro_val.json").read_text())
-    epochs = len((out / "qallegro_run" / "metrics.csv").read_text().strip().splitlines()) - 1
+    epochs = max(len((out / "qallegro_run" / "metrics.csv").read_text().strip().splitlines()) - 1, 0)  # minus header
     rows.append(("qallegro", q, q_wall, epochs))
 
     if n_job is not None:
@@ -275,9 +285,25 @@ def main() -> int:
               f"{n:>8}{wall:>9.0f}")
     ok = rows[0][1]["forces_mae_meV_per_A"] < target
     print(f"\nqallegro target (force MAE < 5% of force std = {target:.1f} meV/Å): {'MET' if ok else 'NOT MET'}")
-    (out / "summary.json").write_text(json.dumps({"force_std_meV_per_A": force_std, "target": target,
-                                                  "results": {n: {**m, "wall_s": w, "epochs": e} for n, m, w, e in rows}},
-                                                 indent=2))
+    import platform
+
+    import torch
+
+    summary = {
+        "command": "python scripts/train_compare.py " + " ".join(sys.argv[1:]),
+        "data": args.data, "type_names": TYPE_NAMES, "train_frames": len(train), "val_frames": len(val),
+        "budget_s": args.budget, "threads_per_code": args.threads,
+        "schedule": "one after the other" if args.sequential else "side by side",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "force_std_meV_per_A": force_std, "target": target,
+        "results": {n: {**m, "wall_s": w, "epochs": e} for n, m, w, e in rows},
+    }
+    text = json.dumps(summary, indent=2) + "\n"
+    (out / "summary.json").write_text(text)
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(text)
     return 0 if ok else 1
 
 
