@@ -23,13 +23,15 @@
 file; ``limit`` keeps the first N structures, ``size`` then draws a random subset of N (seeded by
 ``subset_seed``), written once to ``<out>/data/<name>.extxyz`` so every worker and every later run
 uses the very same structures. ``target: energy`` tunes and reports energy errors (QM9 has no forces).
+A data set's own ``trial: {max_epochs, time_budget}`` and ``final: {...}`` replace the global budgets
+there: an epoch budget is the same work on an idle and on a busy machine, and epochs scale with size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -37,7 +39,8 @@ from qallegro.hpo.latency import LatencySettings
 from qallegro.hpo.space import SearchSpace, SpaceError, load_space, parse_space
 
 _TOP = {"name", "out", "storage", "datasets", "kinds", "samo_cobra", "trial", "final", "latency", "description"}
-_DATASET = {"source", "limit", "size", "subset_seed", "target", "qm9_target", "split", "transfer_from"}
+_DATASET = {"source", "limit", "size", "subset_seed", "target", "qm9_target", "split", "transfer_from", "trial", "final"}
+_BUDGET = {"max_epochs", "time_budget"}
 _SPLIT = {"train", "val", "test", "seed"}
 _KIND = {"space", "params", "transfer_from"}
 _SAMO = {"trials", "n_init", "seed", "ref_point"}
@@ -62,6 +65,8 @@ class DatasetSpec:
     subset_seed: int = 0
     qm9_target: str = "U0"
     transfer_from: Optional[str] = None
+    trial_budget: Dict[str, Any] = field(default_factory=dict)  # max_epochs / time_budget over `trial`
+    final_budget: Dict[str, Any] = field(default_factory=dict)  # ... over `final`
 
 
 @dataclass
@@ -117,6 +122,12 @@ class StudyConfig:
             return ds
         k = self.kinds[kind].transfer_from
         return k if k is not None and k != dataset else None
+
+    def budget(self, dataset: str, stage: str) -> Tuple[Optional[float], int]:
+        """(time_budget s, max_epochs) of a ``trial`` or ``final`` training on ``dataset``."""
+        base = self.trial if stage == "trial" else self.final
+        own = self.datasets[dataset].trial_budget if stage == "trial" else self.datasets[dataset].final_budget
+        return own.get("time_budget", base.time_budget), own.get("max_epochs", base.max_epochs)
 
     def study_name(self, dataset: str, kind: str) -> str:
         return f"{self.name}/{dataset}/{kind}"
@@ -191,7 +202,20 @@ def _dataset(name: str, value: Any, source: str) -> DatasetSpec:
         subset_seed=_int(d.get("subset_seed", 0), source, f"{where}.subset_seed"),
         qm9_target=_choice(d.get("qm9_target", "U0"), tuple(QM9_TARGETS), source, f"{where}.qm9_target"),
         transfer_from=d.get("transfer_from"),
+        trial_budget=_budget(d.get("trial"), source, f"{where}.trial"),
+        final_budget=_budget(d.get("final"), source, f"{where}.final"),
     )
+
+
+def _budget(value: Any, source: str, where: str) -> Dict[str, Any]:
+    """A data set's own training budget (epochs scale with its size): max_epochs and/or time_budget."""
+    b = _mapping(value, _BUDGET, source, where)
+    out: Dict[str, Any] = {}
+    if "max_epochs" in b:
+        out["max_epochs"] = _int(b["max_epochs"], source, f"{where}.max_epochs", low=1)
+    if "time_budget" in b:
+        out["time_budget"] = _number(b["time_budget"], source, f"{where}.time_budget", none_ok=True)
+    return out
 
 
 def _kind(kind: str, value: Any, source: str, base: Path) -> KindSpec:

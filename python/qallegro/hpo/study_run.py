@@ -218,7 +218,7 @@ def tune(cfg: StudyConfig, storage, threads: int) -> None:
                 hparams, r_max, lr = space.split(suggest(trial, space.distributions))
                 try:
                     record = train_and_measure(cfg, splits, kind, hparams, r_max, lr, cfg.trial.seed,
-                                               cfg.trial.time_budget, cfg.trial.max_epochs, "val", threads)
+                                               *cfg.budget(ds, "trial"), "val", threads)
                 except (ValueError, RuntimeError) as err:
                     trial.set_user_attr("error", str(err).splitlines()[0][:500])
                     raise
@@ -306,8 +306,8 @@ def final(cfg: StudyConfig, storage, threads: int) -> None:
             cache[ds] = load_splits(cfg, ds)
         hparams, r_max, lr = cfg.kinds[kind].space.split(dict(job["params"]))
         try:
-            record = train_and_measure(cfg, cache[ds], kind, hparams, r_max, lr, job["seed"], cfg.final.time_budget,
-                                       cfg.final.max_epochs, "test", threads)
+            record = train_and_measure(cfg, cache[ds], kind, hparams, r_max, lr, job["seed"],
+                                       *cfg.budget(ds, "final"), "test", threads)
         except (ValueError, RuntimeError) as err:
             trial.set_user_attr("error", str(err).splitlines()[0][:500])
             raise
