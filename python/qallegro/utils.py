@@ -128,14 +128,20 @@ def verify_checksum(data: bytes, source: str) -> bool:
     return True
 
 
+def atomic_write_archive(path: PathLike, save: Callable[[IO[bytes]], None]) -> Path:
+    """``save(handle)`` writes a zip archive (``torch.save``, ``torch.jit.save``); it goes to ``path``
+    atomically with its sha256 in the zip comment."""
+    buffer = io.BytesIO()
+    save(buffer)
+    data = add_checksum(buffer.getvalue())
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically, with the archive's sha256 in its zip comment."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = add_checksum(buffer.getvalue())
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write_archive(path, lambda handle: torch.save(obj, handle))
 
 
 def read_verified(path: PathLike, what: str = "file") -> bytes:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -339,17 +338,10 @@ def export(
     except Exception as exc:  # name the failing model; TorchScript's own message follows
         raise RuntimeError(f"model of kind {deployed.kind!r} is not TorchScript-scriptable: {exc}") from exc
     metadata = metadata_of(deployed, dtype)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # write next to the target and rename, so a crash never leaves half a model behind
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.jit.save(scripted, tmp, _extra_files=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # atomically (a crash never leaves half a model), readable as the umask allows, with its sha256
+    from qallegro.utils import atomic_write_archive
+
+    atomic_write_archive(path, lambda handle: torch.jit.save(scripted, handle, _extra_files=metadata))
     return metadata
 
 
@@ -365,6 +357,9 @@ def load(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    from qallegro.utils import read_verified
+
+    read_verified(path, "qallegro export")  # empty, or changed since export (sha256): CorruptFileError
     # the op library must be loaded before TorchScript resolves torch.ops.qallegro.* calls
     import qallegro.ops  # noqa: F401
 
