@@ -35,6 +35,7 @@ def test_unknown_keys_are_errors(tmp_path):
     ({"training": {"ema_decay": 1.0}}, "training.ema_decay"),
     ({"model": {"per_type_energy_shifts": "median"}}, "model.per_type_energy_shifts"),
     ({"loss": {"energy_weight": 0, "forces_weight": 0}}, "loss weights are zero"),
+    ({"data": {"type_names": ["H", "Xx"]}}, r"data\.type_names: \['Xx'\] are not chemical symbols"),
 ])
 def test_bad_values_name_the_key(bad, match):
     with pytest.raises(ValueError, match=match):

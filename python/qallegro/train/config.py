@@ -360,6 +360,12 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise ValueError(f"{source}: training.ema_decay must be in [0, 1) or null, got {t.ema_decay!r}")
     if t.grad_clip_norm is not None and not t.grad_clip_norm > 0:
         raise ValueError(f"{source}: training.grad_clip_norm must be > 0 or null, got {t.grad_clip_norm!r}")
+    if cfg.data.type_names is not None:
+        from ase.data import atomic_numbers
+
+        bad = [t for t in cfg.data.type_names if atomic_numbers.get(t, 0) == 0]  # "X" (0) is no element
+        if bad:
+            raise ValueError(f"{source}: data.type_names: {bad} are not chemical symbols (e.g. 'H', 'Cu')")
     _check_size(cfg.data.train_size, "data.train_size", source)
     _check_size(cfg.data.val_size, "data.val_size", source)
     for key in ("per_type_energy_shifts", "per_type_energy_scales"):
