@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from qallegro.train import fit
@@ -51,3 +52,10 @@ def test_budget_shorter_than_an_epoch_still_returns_a_model(tmp_path):
     result = fit(standin_config(tmp_path, training__batch_size=3), structures, time_budget=ONE_STEP, write_files=False)
     assert result.stop_reason.startswith("time_budget") and result.best_epoch == 0
     assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
+
+
+def test_resume_inside_an_epoch_needs_the_same_steps(tmp_path):
+    structures = teacher_structures(10, seed=6)
+    fit(standin_config(tmp_path, training__batch_size=3), structures, time_budget=ONE_STEP)
+    with pytest.raises(ValueError, match=r"stopped after step 1 of 3 in epoch 1, but this run has 2 steps"):
+        fit(standin_config(tmp_path, training__batch_size=4), structures, resume=True)

@@ -138,12 +138,14 @@ def _state_dtype(state: Dict[str, torch.Tensor]) -> Optional[torch.dtype]:
 
 
 def _is_torchscript(data: bytes) -> bool:
-    """TorchScript archives hold the compiled code under ``<archive>/code/``; torch.save's do not."""
+    """TorchScript archives hold ``<archive>/code/...`` and ``<archive>/constants.pkl``; torch.save's
+    hold neither (their ``<archive>`` prefix is the file's stem, so it may itself be "code")."""
     try:
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     except zipfile.BadZipFile:
         return False
-    return any("/code/" in "/" + name for name in names)
+    parts = [name.split("/") for name in names]
+    return any(p[1:2] == ["code"] for p in parts) and any(p[1:] == ["constants.pkl"] for p in parts)
 
 
 def load_any_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> torch.nn.Module:

@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped: {result.stop_reason} after {len(result.history)} epochs, {result.elapsed:.1f} s")
         print(f"best epoch {result.best_epoch}: " + json.dumps({k: round(v, 6) for k, v in result.best_metrics.items()
                                                                  if k.startswith("val_") or k == "train_loss"}))
+        if result.stop_reason.startswith("time_budget") and result.last_checkpoint_path is not None:
+            print("continue with:   the same command plus --resume (it finishes the cut epoch exactly)")
         if result.checkpoint_path is not None:
             print(f"best checkpoint: {result.checkpoint_path}")
             print(f"evaluate with:   qallegro evaluate {result.checkpoint_path} DATA")

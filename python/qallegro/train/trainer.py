@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from qallegro.errors import CorruptFileError, TrainingDiverged
+from qallegro.errors import TrainingDiverged
 from qallegro.train import checkpoint as ckpt_io
 from qallegro.train import distributed as D
 from qallegro.train.config import TrainConfig, builder_accepts, check_hparams_against, config_from_dict
@@ -296,10 +296,13 @@ def fit(
             steps_done = 0
             if state["partial"] is not None:  # resume inside an epoch cut off by time_budget
                 partial = state["partial"]
-                if int(partial["epoch"]) != epoch or not 0 < int(partial["steps_done"]) < len(steps):
-                    raise CorruptFileError(
-                        f"checkpoint {resume_path}: position inside epoch {partial['epoch']} (step "
-                        f"{partial['steps_done']}) does not fit epoch {epoch} of {len(steps)} steps"
+                if (int(partial["epoch"]) != epoch or int(partial.get("num_steps", len(steps))) != len(steps)
+                        or not 0 < int(partial["steps_done"]) < len(steps)):
+                    raise ValueError(
+                        f"checkpoint {resume_path} stopped after step {partial['steps_done']} of "
+                        f"{partial.get('num_steps', '?')} in epoch {partial['epoch']}, but this run has "
+                        f"{len(steps)} steps per epoch from epoch {epoch}: resuming inside an epoch needs "
+                        f"the same training data and training.batch_size"
                     )
                 steps_done = int(partial["steps_done"])
                 if info.is_main:  # the saved sums are already summed over ranks
@@ -347,7 +350,8 @@ def fit(
             if out_of_time and steps_done < len(steps):
                 # stopped inside the epoch: record the position instead of counting the epoch
                 state.update(epoch=epoch - 1, elapsed=elapsed_before + time.monotonic() - t0,
-                             partial={"epoch": epoch, "steps_done": steps_done, "train_sums": acc.sums.clone()})
+                             partial={"epoch": epoch, "steps_done": steps_done, "num_steps": len(steps),
+                                      "train_sums": acc.sums.clone()})
                 if writes:
                     save(last_path, eval_state())
                 stop_reason = (f"time_budget ({t.time_budget:g} s) after {steps_done} of {len(steps)} steps of "
