@@ -49,7 +49,11 @@ std::string first_line(const std::string &message) {
 
 // What a file that TorchScript cannot load is, for the error message: a torch.save archive (training
 // checkpoint or `save_model` file: pickled data, no TorchScript code) or something else.
-std::string describe_unloadable(const std::string &path) {
+std::string describe_unloadable(const std::string &path, const std::string &why) {
+  if (why.find("qallegro::") != std::string::npos)
+    return "calls qallegro's compiled ops, and libqallegro_ops.so is not loaded: set QALLEGRO_OPS_LIBRARY to the "
+           "path printed by python -c 'import qallegro.ops; print(qallegro.ops.library_path())', or re-export "
+           "with `qallegro export --portable`";
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
     if (reader.hasRecord("data.pkl") && !reader.hasRecord("constants.pkl"))
@@ -136,7 +140,7 @@ void PairQAllegro::coeff(int narg, char **arg) {
   try {
     model_ = torch::jit::load(model_path_, device_, metadata);
   } catch (const std::exception &e) {
-    error->all(FLERR, "pair_coeff: " + model_path_ + " " + describe_unloadable(model_path_) +
+    error->all(FLERR, "pair_coeff: " + model_path_ + " " + describe_unloadable(model_path_, e.what()) +
                           " (TorchScript could not load it: " + first_line(e.what()) + ")");
   }
   if (metadata["qallegro_format"].empty() && !metadata["metatomic-version"].empty())

@@ -8,6 +8,7 @@ import sys
 EXAMPLE = """qallegro export runs/culi/best.pt -o culi.pt --dtype float64
   qallegro export model.pt -o deployed.pt --type-names Cu Li   # rename the types (model's order kept)
   qallegro export runs/culi/best.pt -o culi-mta.pt --format metatomic --dtype float64
+  qallegro export runs/culi/best.pt -o culi-portable.pt --portable   # loads with torch.jit.load alone
   # LAMMPS:  plugin load qallegroplugin.so / pair_style qallegro / pair_coeff * * culi.pt Cu Li
   # ASE:     from qallegro.calculator import QAllegroCalculator; atoms.calc = QAllegroCalculator("culi.pt")
   # metatomic (ASE, i-PI, LAMMPS-metatomic, ...): from metatomic_ase import MetatomicCalculator;
@@ -21,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torchscript: qallegro's own file (pair_style qallegro, QAllegroCalculator); "
                              "metatomic: a metatomic AtomisticModel for metatomic-ase, i-PI, LAMMPS-metatomic "
                              "and other metatomic engines (needs pip install 'qallegro[metatomic]')")
+    parser.add_argument("--portable", action="store_true",
+                        help="torchscript: use the pure-torch tensor product, so the file loads with plain "
+                             "torch.jit.load in any process without qallegro's op library (slower: the "
+                             "compiled op is the fast path; not available for allegro_qdi)")
     parser.add_argument("--extensions-dir", default=None, metavar="DIR",
                         help="metatomic: folder the op library is copied to, which engines load it from "
                              "(default: extensions/ beside OUT.pt; emptied first)")
@@ -50,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.format == "metatomic":
+        if args.portable:
+            print("qallegro export: --portable applies to --format torchscript (metatomic engines load the op "
+                  "library from the extensions folder)", file=sys.stderr)
+            return 2
         try:
             from qallegro.deploy.metatomic import export_metatomic
 
@@ -64,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ASE: from metatomic_ase import MetatomicCalculator; atoms.calc = MetatomicCalculator("
               f"{args.output!r}, extensions_directory={metadata['extensions_directory']!r})")
         return 0
-    metadata = export(model, args.output, type_names=args.type_names, dtype=dtype)
+    try:
+        metadata = export(model, args.output, type_names=args.type_names, dtype=dtype, portable=args.portable)
+    except ValueError as exc:
+        print(f"qallegro export: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}: kind {metadata['model_kind']}, {metadata['model_dtype']}, "
           f"r_max {metadata['r_max']} Å, types {metadata['type_names']} (qallegro {metadata['qallegro_version']})")
     print(f"LAMMPS: pair_style qallegro\n        pair_coeff * * {args.output} {metadata['type_names']}")

@@ -60,6 +60,7 @@ METADATA_KEYS: Tuple[str, ...] = (
     "per_edge_type_cutoff",
     "allow_tf32",
     "edge_forces",
+    "portable",
 )
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -311,6 +312,32 @@ def _check_qdi_layers(model: torch.nn.Module) -> None:
             )
 
 
+def _check_portable(model: torch.nn.Module) -> None:
+    from qallegro.nn.qdi import QDILayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, QDILayer):
+            raise ValueError(
+                f"--portable: QDI layer {name!r} runs its circuits in the compiled qallegro::qdi op, which has no "
+                "pure-torch TorchScript form; export Allegro+QDI without --portable and load it with "
+                "qallegro.deploy.load (or the LAMMPS plugin), which load the op library"
+            )
+
+
+def _check_no_custom_ops(scripted: torch.jit.ScriptModule, kind: str) -> None:
+    """A portable export must call no qallegro op anywhere in its TorchScript code."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        code = [n for n in archive.namelist() if "/code/" in n and n.endswith(".py")]
+        users = [n.split("/code/", 1)[1] for n in code if b"ops.qallegro." in archive.read(n)]
+    if users:
+        raise ValueError(f"--portable: the {kind!r} model still calls qallegro ops in {users}")
+
+
 def export(
     model: torch.nn.Module,
     path: Union[str, os.PathLike],
@@ -318,17 +345,27 @@ def export(
     r_max: Optional[float] = None,
     kind: Optional[str] = None,
     dtype: Optional[torch.dtype] = None,
+    portable: bool = False,
 ) -> Dict[str, str]:
     """Script ``model`` with :class:`DeployedModel` and write it atomically to ``path``.
 
     dtype: cast the model first (e.g. ``torch.float64`` for MD that must conserve energy tightly).
+    portable: use the pure-torch tensor product instead of the compiled ``qallegro::allegro_tp`` op,
+    so the file loads with plain ``torch.jit.load`` in any process (no op library; slower). Allegro+QDI
+    has no portable form (its circuits run in the compiled ``qallegro::qdi`` op) and is refused.
     QDI layers (Allegro+QDI) are exported as calls of the compiled ``qallegro::qdi`` op with exact
     expectations; a layer set to shot-noise estimates is refused. Returns the metadata written.
     """
-    _check_qdi_layers(model)
+    if portable:
+        _check_portable(model)
+        model = copy.deepcopy(model)
+        if hasattr(model, "set_tp_kernel"):
+            model.set_tp_kernel(False)
+    else:
+        _check_qdi_layers(model)
     if dtype is not None:
         # Module.to casts in place: cast a copy, the caller keeps its model
-        model = copy.deepcopy(model).to(dtype)
+        model = copy.deepcopy(model).to(dtype) if not portable else model.to(dtype)
     dtype = model_dtype(model)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"model dtype must be float32 or float64, got {dtype}")
@@ -338,6 +375,9 @@ def export(
     except Exception as exc:  # name the failing model; TorchScript's own message follows
         raise RuntimeError(f"model of kind {deployed.kind!r} is not TorchScript-scriptable: {exc}") from exc
     metadata = metadata_of(deployed, dtype)
+    metadata["portable"] = "1" if portable else "0"
+    if portable:
+        _check_no_custom_ops(scripted, deployed.kind)
     # atomically (a crash never leaves half a model), readable as the umask allows, with its sha256
     from qallegro.utils import atomic_write_archive
 
@@ -368,6 +408,19 @@ def load(
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "qallegro::" in str(exc):
+            from qallegro.ops import LOAD_ERROR, library_path
+
+            try:
+                where = str(library_path())
+            except RuntimeError as missing:
+                where = str(missing)
+            raise ValueError(
+                f"{path} calls qallegro's compiled ops, and the op library is not loaded in this process "
+                f"({first.strip()}; library: {where}; load error: {LOAD_ERROR}). Reinstall qallegro with its C++ "
+                "extension (pip install --no-build-isolation .), or re-export with `qallegro export --portable` "
+                "for a file that needs no library"
+            ) from exc
         raise ValueError(f"{path} is not a qallegro export (not a loadable TorchScript archive: {first})") from exc
     # torch.jit.load returns extra files as bytes
     extra = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in extra.items()}
