@@ -94,3 +94,15 @@ def test_stale_temp_files_are_removed_on_resume(trained, tmp_path):
     fit(standin_config(tmp_path, training__max_epochs=3), structures, resume=True)
     assert not any(p.exists() for p in leftovers)
     assert not list(copy.glob(".*.tmp"))
+
+
+def test_weights_that_do_not_fit_name_the_file(trained, tmp_path):
+    from qallegro.utils import atomic_torch_save
+
+    run, _, _ = trained
+    ckpt = load_checkpoint(run / "best.pt")
+    key = next(k for k, v in ckpt["eval_state"].items() if v.is_floating_point() and v.dim() > 0)
+    ckpt["eval_state"][key] = torch.zeros(ckpt["eval_state"][key].numel() + 1, dtype=ckpt["eval_state"][key].dtype)
+    bad = atomic_torch_save(ckpt, tmp_path / "resized.pt")  # a valid checksum: the content itself is wrong
+    with pytest.raises(CorruptFileError, match=rf"{bad}: its weights do not fit the model"):
+        load_any_model(bad)

@@ -40,7 +40,10 @@ def model_from_record(record: Dict[str, Any], source: str = "<record>"):
         raise CorruptFileError(f"{source}: unsupported model format {record['format']!r} (expected {FORMAT!r})")
     # the recorded seed only re-creates the initial weights, which the state dict then replaces
     model = build(record["kind"], record["type_names"], record["r_max"], **dict(record["hparams"]))
-    model.load_state_dict(record["state_dict"])
+    try:
+        model.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:  # torch's message lists keys and shapes but not the file
+        raise CorruptFileError(f"{source}: its weights do not fit the model it describes ({str(exc).splitlines()[0]})") from exc
     return model
 
 

@@ -117,16 +117,20 @@ def model_from_checkpoint(
     path: Union[str, Path], map_location: Union[str, torch.device] = "cpu", weights: str = "eval"
 ) -> torch.nn.Module:
     """Rebuild the model of a checkpoint with its inference (``eval``, the EMA) or ``trained`` weights."""
-    return _model_from_ckpt(load_checkpoint(path, map_location), map_location, weights)
+    return _model_from_ckpt(load_checkpoint(path, map_location), path, map_location, weights)
 
 
-def _model_from_ckpt(ckpt: Dict[str, Any], map_location: Union[str, torch.device], weights: str = "eval") -> torch.nn.Module:
+def _model_from_ckpt(ckpt: Dict[str, Any], path: Union[str, Path], map_location: Union[str, torch.device],
+                     weights: str = "eval") -> torch.nn.Module:
     model = build_from_spec(ckpt["model_spec"])
     state = ckpt["eval_state"] if weights == "eval" else ckpt["model_state"]
     dtype = _state_dtype(state)
     if dtype is not None:  # before loading: load_state_dict copies into the parameters' own dtype
         model = model.to(dtype=dtype)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # torch's message lists keys and shapes but not the file
+        raise CorruptFileError(f"{path}: its weights do not fit the model it describes ({str(exc).splitlines()[0]})") from exc
     return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
 
 
@@ -161,7 +165,7 @@ def load_any_model(path: Union[str, Path], map_location: Union[str, torch.device
         )
     content = torch_load_bytes(data, str(path), "model file", map_location=map_location, safe_globals=_numpy_globals())
     if isinstance(content, dict) and content.get("format") == FORMAT:
-        return _model_from_ckpt(_check_checkpoint(content, path), map_location)
+        return _model_from_ckpt(_check_checkpoint(content, path), path, map_location)
     from qallegro.model.io import FORMAT as MODEL_FORMAT, model_from_record
 
     if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
