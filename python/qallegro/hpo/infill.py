@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - other moocore layouts fall back to moo
 
 from qallegro.hpo import cpu_guard
 from qallegro.hpo.cpu_guard import heartbeat
-from qallegro.hpo.rbf import OutputScaling, RBFModel, kernel_values, plog_inverse
+from qallegro.hpo.rbf import PHI, OutputScaling, RBFModel, plog_inverse
 
 _BIG = float(np.finfo(np.float64).max) / 1e10  # large but safe to add/compare in COBYLA
 
@@ -77,7 +77,7 @@ class Predictor:
             model = bank[kernel]
             n = len(model.centres)
             coef = model.coef[:, cols]
-            self._groups.append((kernel, idx, coef[:n], coef[n:], model))  # views: the same BLAS path as before
+            self._groups.append((PHI[kernel], idx, coef[:n], coef[n:], model))  # views: the same BLAS path as before
 
         # raw = plog^-1?(z * scale + loc), per output, as vectors (no per-output Python work per call)
         t = np.array([int(c.use_plog) for c in self.obj_choice + self.con_choice], dtype=int)
@@ -105,10 +105,13 @@ class Predictor:
         # called ~10^5 times per infill search from COBYLA: as few NumPy calls as possible
         diff = self.centres - x
         r = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        r2 = r * r
         z = np.empty(self.n_obj + self.n_con)
         tail = np.concatenate(([1.0], x, x * x))
-        for kernel, idx, coef_phi, coef_tail, _ in self._groups:
-            z[idx] = kernel_values(kernel, r) @ coef_phi + tail @ coef_tail
+        # one product per kernel group: a single product over all outputs' tails would change
+        # the BLAS blocking of the dot products and with it the last bits of the predictions
+        for phi, idx, coef_phi, coef_tail, _ in self._groups:
+            z[idx] = phi(r, r2) @ coef_phi + tail @ coef_tail
         v = z * self._scale + self._loc
         if len(self._plog):
             v[self._plog] = plog_inverse(v[self._plog])
@@ -148,6 +151,7 @@ class InfillProblem:
         self._span = np.maximum(np.abs(self.ref_point), 1e-12)
         self._sms = self.criterion == "SMS"
         self._n_cons = 1 + self.predictor.n_con
+        self._eps2 = np.asarray(self.eps, float) ** 2
 
     def _evaluate(self, x: np.ndarray) -> Tuple[float, np.ndarray]:
         """(objective, constraints) at x, computed once per x: COBYLA asks for both at each point."""
@@ -188,7 +192,7 @@ class InfillProblem:
             return np.array([-h])
         if not np.isfinite(g).all():
             return np.full(1 + len(g), -_BIG)
-        return np.concatenate(([-h], -(g + self.eps**2)))
+        return np.concatenate(([-h], -(g + self._eps2)))
 
     def objective(self, x: np.ndarray) -> float:
         """The infill objective at x [d] (to minimise)."""

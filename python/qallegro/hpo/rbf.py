@@ -14,7 +14,7 @@ Inputs are assumed scaled to [-1, 1]^d, where the kernel width is 1 (as in the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -39,25 +39,30 @@ _PHI_AT_ZERO = {
 }
 
 
+def _tps(r: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    # r^2 log r -> 0 as r -> 0: log of 1 there (log of a whole contiguous array, one NumPy call)
+    return r2 * np.log(np.where(r > 0, r, 1.0))
+
+
+# phi as a function of r and r2 = r * r (callers that evaluate several kernels at the same distances
+# compute r2 once); each is the same arithmetic as written in terms of r alone
+PHI: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "cubic": lambda r, r2: r2 * r,
+    "thin_plate_spline": _tps,
+    "gaussian": lambda r, r2: np.exp(-r2),
+    "multiquadric": lambda r, r2: np.sqrt(1.0 + r2),
+    "inverse_quadratic": lambda r, r2: 1.0 / (1.0 + r2),
+    "inverse_multiquadric": lambda r, r2: 1.0 / np.sqrt(1.0 + r2),
+}
+
+
 def kernel_values(kernel: str, r: np.ndarray) -> np.ndarray:
     """phi(r) for distances ``r`` (any shape, dimensionless, width 1)."""
-    if kernel == "cubic":
-        return r * r * r
-    if kernel == "thin_plate_spline":
-        out = np.zeros_like(r)
-        nz = r > 0
-        out[nz] = r[nz] * r[nz] * np.log(r[nz])  # r^2 log r -> 0 as r -> 0
-        return out
-    r2 = r * r
-    if kernel == "gaussian":
-        return np.exp(-r2)
-    if kernel == "multiquadric":
-        return np.sqrt(1.0 + r2)
-    if kernel == "inverse_quadratic":
-        return 1.0 / (1.0 + r2)
-    if kernel == "inverse_multiquadric":
-        return 1.0 / np.sqrt(1.0 + r2)
-    raise ValueError(f"unknown RBF kernel {kernel!r}; choose from {KERNELS}")
+    try:
+        phi = PHI[kernel]
+    except KeyError:
+        raise ValueError(f"unknown RBF kernel {kernel!r}; choose from {KERNELS}") from None
+    return phi(r, r * r)
 
 
 def plog(y: np.ndarray) -> np.ndarray:
