@@ -187,3 +187,24 @@ def test_a_point_finished_by_another_worker_while_asking_is_not_proposed_again()
     p_a = storage.get_trial(tid_a).params
     assert storage.get_trial(tid_a).state == TrialState.COMPLETE and len(writes) >= 2
     assert p_b and np.hypot(p_b["x0"] - p_a["x0"], p_b["x1"] - p_a["x1"]) > 1e-3
+
+
+def test_constraint_units_reach_the_core():
+    # a study's constraints in their own units (here BNH's, x1000) with their limits as units: the
+    # sampler hands them to SAMO-COBRA, which models the constraints divided by them
+    space = {"x0": FloatDistribution(0, 5), "x1": FloatDistribution(0, 3)}
+
+    def objective(trial):
+        x = np.array([trial.suggest_float("x0", 0, 5), trial.suggest_float("x1", 0, 3)])
+        f, g = problems.get("BNH")(x)
+        for i, v in enumerate(g):
+            trial.set_constraint(f"g{i}", 1000 * v)
+        return tuple(float(v) for v in f)
+
+    sampler = SamoCobraSampler(search_space=space, ref_point=[140, 50], seed=0, con_scale=[25e3, 7.7e3])
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(objective, n_trials=5)
+    (core, told), = sampler._cores.values()
+    np.testing.assert_array_equal(core.constraint_scale, [25e3, 7.7e3])
+    np.testing.assert_allclose(core.scaled_constraints() * [25e3, 7.7e3], core.g)
+    assert len(told) == 4 and core.g.shape == (4, 2)

@@ -132,7 +132,10 @@ class SamoCobraSampler(BaseSampler):
             None, the worst observed value of each objective plus 10% of its observed range.
         constraints_func: ``trial -> [c_1, ...]`` with ``c <= 0`` feasible (as NSGAIISampler's).
         seed: seeds the initial design and the infill multi-starts.
-        **options: passed to :class:`SamoCobra` (infill "PHV"|"SMS", init_design, n_init, eps_init, eps_max).
+        **options: passed to :class:`SamoCobra` (infill "PHV"|"SMS", init_design, n_init, eps_init, eps_max,
+            con_scale: per constraint, in :func:`trial_constraints` order, the unit it is divided by
+            before the surrogates and the EPS margin see it, e.g. the limit L of a constraint
+            ``value - L`` such as a parameter budget; None entries: the median |c| of the initial design).
     """
 
     def __init__(
