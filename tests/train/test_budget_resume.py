@@ -59,3 +59,51 @@ def test_resume_inside_an_epoch_needs_the_same_steps(tmp_path):
     fit(standin_config(tmp_path, training__batch_size=3), structures, time_budget=ONE_STEP)
     with pytest.raises(ValueError, match=r"stopped after step 1 of 3 in epoch 1, but this run has 2 steps"):
         fit(standin_config(tmp_path, training__batch_size=4), structures, resume=True)
+
+
+def _budget_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+    """One DDP rank that trains one step per fit call (budget stops), resuming until max_epochs."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        structures = teacher_structures(11, seed=7, periodic=True)
+        result = fit(cfg, structures, time_budget=ONE_STEP)
+        for _ in range(20):
+            if result.stop_reason.startswith("max_epochs"):
+                break
+            dist.barrier()  # rank 0 has written last.pt before any rank reads it
+            result = fit(cfg, structures, resume=True, time_budget=ONE_STEP)
+        if rank == 0:
+            torch.save({"history": result.history, "state": result.model.state_dict()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns three interpreters (~40 s)
+def test_two_processes_resumed_step_by_step_match_one_uninterrupted(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.train.test_distributed import _free_port, _single
+    from tests.train.train_fixtures import TOL
+
+    # the DDP test's setting: steps of 4, 4 and 1 structures, rank 1 empty in the last step
+    common = dict(data__train_size=9, data__val_size=2, training__max_epochs=2, training__batch_size=4,
+                  loss__stress_weight=0.5)
+    mp.spawn(_single, args=(standin_config(tmp_path / "one", **common), str(tmp_path / "one.pt")), nprocs=1, join=True)
+    single = torch.load(tmp_path / "one.pt", weights_only=False)
+    out = str(tmp_path / "two.pt")
+    mp.spawn(_budget_worker, args=(2, _free_port(), standin_config(tmp_path / "two", **common), out), nprocs=2, join=True)
+    multi = torch.load(out, weights_only=False)
+    rtol, atol = TOL[torch.float64]
+    for key, value in single["state"].items():
+        torch.testing.assert_close(multi["state"][key], value, rtol=rtol, atol=atol, msg=key)
+    assert len(multi["history"]) == len(single["history"]) == 2
+    for a, b in zip(single["history"], multi["history"]):  # train errors summed over cut epochs and ranks
+        for key, value in a.items():
+            if key != "time":
+                assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
