@@ -1,4 +1,5 @@
-"""`qallegro optimize` and `qallegro pareto` end to end on real DFT data (tiny models, few epochs)."""
+"""`qallegro optimize` and `qallegro pareto` end to end on real DFT data shipped with qallegro (tiny
+models, few epochs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import yaml
 from optuna.trial import TrialState
 
 from qallegro.cli import main
-from tests.conftest import shared_file
+from qallegro.data.datasets import builtin_path
 
 SPACE = {
     "kind": "allegro",
@@ -43,7 +44,7 @@ def test_bad_space_is_reported(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_optimize_resumes_and_pareto_plots(tmp_path, capsys):
-    data = shared_file("ethanol_rmd17_100.extxyz")
+    data = builtin_path("benzene")
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
