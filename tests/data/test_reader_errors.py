@@ -68,3 +68,19 @@ def test_frame_labels_count_from_the_start_of_the_file(tmp_path):
         qd.read(path, index="2:")
     with pytest.raises(DataError, match=rf"^{path}, frame 4: 'forces'"):
         qd.read(path, index="0::2")
+
+
+def test_npz_problems_name_the_file_and_key(tmp_path):
+    import numpy as np
+
+    forces = np.empty(2, dtype=object)  # ragged: frames with different atom counts
+    forces[0], forces[1] = np.zeros((3, 3)), np.zeros((2, 3))
+    ragged = tmp_path / "ragged.npz"
+    np.savez(ragged, z=np.array([8, 1, 1]), R=np.zeros((2, 3, 3)), E=np.zeros(2), F=forces)
+    with pytest.raises(DataError, match=rf"^{ragged}: key 'F' cannot be read .*ragged arrays are not supported"):
+        qd.read(ragged)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=rf"^{junk}: not an npz archive") as info:
+        qd.read(junk)
+    assert "allow_pickle" not in str(info.value)

@@ -152,10 +152,30 @@ def _check_xyz_atom(values: List[str], columns: List[tuple], expected: int, stri
     return None
 
 
+def _open_npz(path: str):
+    """``np.load`` of an npz archive (no pickles); a missing, damaged or non-npz file names itself."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would guess "pickle" and advise allow_pickle=True
+        raise DataError(f"{path}: not an npz archive (empty, truncated or another format)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable npz file ({exc})") from exc
+    if not hasattr(data, "files"):  # a plain .npy array saved under an .npz name
+        raise DataError(f"{path}: a single array, not an npz archive of named arrays")
+    return data
+
+
 def _npz_key(data, path: str, key: str) -> np.ndarray:
     if key not in data:
         raise DataError(f"{path}: missing key {key!r} (keys present: {sorted(data.keys())})")
-    return np.asarray(data[key])
+    try:
+        return np.asarray(data[key])
+    except ValueError as exc:  # e.g. a ragged array stored as objects (needs pickles)
+        raise DataError(f"{path}: key {key!r} cannot be read ({exc}); ragged arrays are not supported") from exc
 
 
 def _frames_from_arrays(path: str, z: np.ndarray, coords: np.ndarray, energies: np.ndarray,
@@ -180,7 +200,7 @@ def read_rmd17(path: PathLike) -> List[Structure]:
     """rMD17 npz (Christensen & von Lilienfeld 2020): ``nuclear_charges`` [N], ``coords`` [F, N, 3] Å,
     ``energies`` [F] kcal/mol, ``forces`` [F, N, 3] kcal/mol/Å. Converted to eV and eV/Å."""
     path = str(path)
-    with np.load(path) as data:
+    with _open_npz(path) as data:
         return _frames_from_arrays(path, _npz_key(data, path, "nuclear_charges"), _npz_key(data, path, "coords"),
                                    _npz_key(data, path, "energies"), _npz_key(data, path, "forces"), KCAL_MOL, 1.0)
 
@@ -189,7 +209,7 @@ def read_md17(path: PathLike) -> List[Structure]:
     """Original MD17 / sGDML npz: ``z`` [N], ``R`` [F, N, 3], ``E`` [F] or [F, 1], ``F`` [F, N, 3].
     Units: kcal/mol and Å (MD17), unless ``e_unit`` / ``r_unit`` keys (sGDML) name others."""
     path = str(path)
-    with np.load(path, allow_pickle=False) as data:
+    with _open_npz(path) as data:
         e_unit = str(data["e_unit"]) if "e_unit" in data else "kcal/mol"
         r_unit = str(data["r_unit"]) if "r_unit" in data else "Ang"
         if e_unit.lower() not in _ENERGY_UNITS:
@@ -298,7 +318,7 @@ def read(path: PathLike, index: str = ":", format: Optional[str] = None, **kwarg
     fmt = format
     if fmt is None:
         if p.endswith(".npz"):
-            with np.load(p) as data:
+            with _open_npz(p) as data:
                 keys = set(data.keys())
             if {"nuclear_charges", "coords"} <= keys:
                 fmt = "rmd17"
