@@ -90,6 +90,7 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``qallegro ARGV``; returns the exit status (2 for a user error, printed as one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug is global but accepted anywhere, so `qallegro train cfg.yaml --debug` works too
     debug = "--debug" in argv or os.environ.get("QALLEGRO_DEBUG", "").strip() not in ("", "0")
@@ -105,8 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as error:
         if debug or not isinstance(error, user_error_types()):
             raise
-        hint = "" if debug else " (--debug shows the traceback)"
-        print(f"qallegro {args.command}: error: {one_line(error)}{hint}", file=sys.stderr)
+        print(f"qallegro {args.command}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 
