@@ -49,11 +49,15 @@ Evaluations = Tuple[np.ndarray, np.ndarray]  # f [n, 2], g [n, n_con]
 
 
 def run_samo(problem: problems.Problem, budget: int, seed: int) -> Tuple[Evaluations, int]:
-    """Evaluations and the number of COBYLA starts the stall guard stopped (see qallegro.hpo.cpu_guard)."""
+    """Evaluations and the number of COBYLA starts the stall guard stopped (see qallegro.hpo.cpu_guard).
+    Constraints written "value - limit" are scaled by their limits, as a user who states them would
+    (qallegro's HPO constraints are such); the others by SAMO-COBRA's data-driven default."""
     fun = problem if problem.n_con else (lambda x: problem(x)[0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        res = minimize(fun, problem.bounds, 2, problem.n_con, problem.ref_point, budget, seed=seed)
+        res = minimize(
+            fun, problem.bounds, 2, problem.n_con, problem.ref_point, budget, seed=seed, con_scale=problem.con_limits
+        )
     return (res.f, res.g), sum("stalled" in str(w.message) for w in caught)
 
 
