@@ -106,3 +106,15 @@ def test_weights_that_do_not_fit_name_the_file(trained, tmp_path):
     bad = atomic_torch_save(ckpt, tmp_path / "resized.pt")  # a valid checksum: the content itself is wrong
     with pytest.raises(CorruptFileError, match=rf"{bad}: its weights do not fit the model"):
         load_any_model(bad)
+
+
+def test_numpy_scalars_in_a_checkpoint_load(tmp_path):
+    # e.g. hyperparameters proposed by an HPO sampler, saved before configs converted them
+    import numpy as np
+
+    from qallegro.train.checkpoint import _load_file
+    from qallegro.utils import atomic_torch_save
+
+    path = atomic_torch_save({"hparams": {"a": np.int64(3), "b": np.float64(0.5), "c": np.float32(2), "d": np.bool_(True)}},
+                             tmp_path / "np.pt")
+    assert _load_file(path, "cpu", "test file")["hparams"] == {"a": 3, "b": 0.5, "c": 2.0, "d": True}

@@ -78,8 +78,11 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def _numpy_globals() -> list:
-    """The numpy types of ``np.random.get_state()`` that ``weights_only`` loading must allow."""
-    return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    """The numpy types that ``weights_only`` loading must allow: ``np.random.get_state()``'s array,
+    and numpy scalars (hyperparameters proposed by HPO samplers may be numpy ints and floats)."""
+    kinds = (np.bool_, np.int32, np.int64, np.uint32, np.float32, np.float64)
+    return [np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype,
+            *(type(np.dtype(k)) for k in kinds)]
 
 
 def _load_file(path: Path, map_location: Union[str, torch.device], what: str) -> Any:

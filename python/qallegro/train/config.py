@@ -264,7 +264,8 @@ def _build_section(cls, values: Any, where: str, source: str):
     names = {f.name for f in dataclasses.fields(cls)}
     if cls is ModelConfig:
         known = check_types(cls, {k: v for k, v in values.items() if k in names and k != "hparams"}, where, source)
-        hparams = {k: v for k, v in values.items() if k not in names}
+        # numpy scalars (from HPO samplers) as Python numbers, so checkpoints hold plain values
+        hparams = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items() if k not in names}
         if "hparams" in values:
             raise ValueError(f"{source}: write model hyperparameters directly under 'model', not in 'model.hparams'")
         return ModelConfig(**known, hparams=hparams)
