@@ -237,9 +237,9 @@ def _kind(kind: str, value: Any, source: str, base: Path) -> KindSpec:
             raise _fail(source, f"{where}.params", f"expected a mapping, got {type(overrides).__name__}")
         params = {**{n: _spec_of(dist) for n, dist in space.distributions.items()}, **space.fixed, **overrides}
         try:
-            space = parse_space({"kind": kind, "params": params}, f"{source} ({where}.params over {space.source})")
+            space = parse_space({"kind": kind, "params": params}, f"{Path(space.source).name} + these overrides")
         except SpaceError as err:
-            raise StudyConfigError(str(err)) from None
+            raise _fail(source, f"{where}.params", str(err)) from None
     return KindSpec(kind=kind, space=space, transfer_from=d.get("transfer_from"))
 
 
