@@ -29,8 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from qallegro.hpo.study_config import StudyConfig
 from qallegro.hpo.study_data import StudySplits, load_splits
 
-HEARTBEAT = 20   # s between heartbeats of a running trial; stale after GRACE
-GRACE = 4 * HEARTBEAT
+HEARTBEAT = 20   # s between heartbeats of a running trial; stale after 4 missed beats
 RETRIES = 2      # re-runs of a trial whose worker died
 POLL = 10.0      # s between looks at trials other workers are running
 
@@ -49,8 +48,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_storage(url: str):
-    """RDB storage with heartbeats and re-queueing of trials whose worker died."""
+def make_storage(url: str, heartbeat: int = HEARTBEAT, retries: int = RETRIES):
+    """RDB storage with heartbeats (stale after 4 beats) and re-queueing of trials whose worker died."""
     import warnings
 
     from optuna.exceptions import ExperimentalWarning
@@ -63,9 +62,12 @@ def make_storage(url: str):
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = {"pool_pre_ping": True} if url.startswith("postgresql") else {"connect_args": {"timeout": 60}}
-    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+    engine = ({"pool_pre_ping": True} if url.startswith("postgresql")
+              else {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        raise ValueError(f"storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql+psycopg2://...), got {url!r}")
+    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
 
 
 def fail_dead_trials(study) -> int:
@@ -142,11 +144,12 @@ def train_and_measure(cfg: StudyConfig, splits: StudySplits, kind: str, hparams:
         "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         "num_parameters": count_parameters(result.model), "epochs": len(result.history),
         "best_epoch": int(result.best_epoch), "train_seconds": seconds, "train_threads": threads,
+        "evaluated_on": evaluate_on,
         "history": history,
     }
 
 
-class _Task:
+class Task:
     """One thing a worker can do a trial of: a stage-1 study, or the final study's job queue."""
 
     def __init__(self, study, objective, target: Optional[int]) -> None:
@@ -169,7 +172,7 @@ class _Task:
         return False, s["RUNNING"] > 0
 
 
-def _run_tasks(tasks: List[_Task], label: str) -> None:
+def run_tasks(tasks: List["Task"], label: str) -> None:
     """Run trials of the first task that has one to start, until no task has work or runs any."""
     while True:
         waiting_on_others = False
@@ -233,8 +236,8 @@ def tune(cfg: StudyConfig, storage, threads: int) -> None:
                 study.set_user_attr("kind", kind)
                 study.set_user_attr("space", spec.space.source)
                 study.set_metric_names(["validation_error", "latency_ms"])
-            tasks.append(_Task(study, objective, cfg.trials))
-    _run_tasks(tasks, "tune")
+            tasks.append(Task(study, objective, cfg.trials))
+    run_tasks(tasks, "tune")
 
 
 def front_points(study, points: List[str]) -> Dict[str, Any]:
@@ -316,7 +319,7 @@ def final(cfg: StudyConfig, storage, threads: int) -> None:
               f"{record['error']:.2f}, latency {record['latency_ms']:.2f} ms", flush=True)
         return record["error"]
 
-    _run_tasks([_Task(study, objective, None)], "final")
+    run_tasks([Task(study, objective, None)], "final")
 
 
 def run_worker(cfg: StudyConfig, threads: int, stages: Tuple[str, ...]) -> None:
