@@ -157,6 +157,16 @@ def read_verified(path: PathLike, what: str = "file") -> bytes:
     return data
 
 
+def numpy_safe_globals() -> list:
+    """The numpy types ``weights_only`` loading must allow in qallegro files: the array of
+    ``np.random.get_state()`` and numpy scalars (HPO samplers propose numpy ints and floats)."""
+    import numpy as np
+
+    kinds = (np.bool_, np.int32, np.int64, np.uint32, np.float32, np.float64)
+    return [np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype,
+            *(type(np.dtype(k)) for k in kinds)]
+
+
 def torch_load_bytes(data: bytes, source: str, what: str, map_location: Any = "cpu",
                      weights_only: bool = True, safe_globals: Iterable[Any] = ()) -> Any:
     """``torch.load`` of ``data`` (read by :func:`read_verified`) with every failure turned into

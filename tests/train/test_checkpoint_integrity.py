@@ -112,9 +112,9 @@ def test_numpy_scalars_in_a_checkpoint_load(tmp_path):
     # e.g. hyperparameters proposed by an HPO sampler, saved before configs converted them
     import numpy as np
 
-    from qallegro.train.checkpoint import _load_file
-    from qallegro.utils import atomic_torch_save
+    from qallegro.utils import atomic_torch_save, numpy_safe_globals, read_verified, torch_load_bytes
 
     path = atomic_torch_save({"hparams": {"a": np.int64(3), "b": np.float64(0.5), "c": np.float32(2), "d": np.bool_(True)}},
                              tmp_path / "np.pt")
-    assert _load_file(path, "cpu", "test file")["hparams"] == {"a": 3, "b": 0.5, "c": 2.0, "d": True}
+    loaded = torch_load_bytes(read_verified(path), str(path), "test file", safe_globals=numpy_safe_globals())
+    assert loaded["hparams"] == {"a": 3, "b": 0.5, "c": 2.0, "d": True}

@@ -10,7 +10,7 @@ from typing import Any, Dict, Union
 import torch
 
 from qallegro.errors import CorruptFileError
-from qallegro.utils import atomic_torch_save, read_verified, torch_load_bytes
+from qallegro.utils import atomic_torch_save, numpy_safe_globals, read_verified, torch_load_bytes
 
 FORMAT = "qallegro-model-v1"
 
@@ -56,6 +56,6 @@ def load_model(path: Union[str, os.PathLike], map_location: Union[str, torch.dev
     """Rebuild the model saved by :func:`save_model` (in eval mode); errors name the file."""
     path = Path(path)
     record = torch_load_bytes(read_verified(path, "model file"), str(path), "qallegro model file",
-                              map_location=map_location)
+                              map_location=map_location, safe_globals=numpy_safe_globals())
     model = model_from_record(record, source=str(path))
     return model.eval()

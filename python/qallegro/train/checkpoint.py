@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qallegro.errors import CorruptFileError
-from qallegro.utils import atomic_torch_save, read_verified, torch_load_bytes
+from qallegro.utils import atomic_torch_save, numpy_safe_globals, read_verified, torch_load_bytes
 from qallegro.utils import atomic_write_text as _atomic_write_text
 
 FORMAT = "qallegro-checkpoint"
@@ -77,18 +77,10 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _numpy_globals() -> list:
-    """The numpy types that ``weights_only`` loading must allow: ``np.random.get_state()``'s array,
-    and numpy scalars (hyperparameters proposed by HPO samplers may be numpy ints and floats)."""
-    kinds = (np.bool_, np.int32, np.int64, np.uint32, np.float32, np.float64)
-    return [np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype,
-            *(type(np.dtype(k)) for k in kinds)]
-
-
 def _load_file(path: Path, map_location: Union[str, torch.device], what: str) -> Any:
     """Verified bytes of ``path`` -> its unpickled content (errors name the file)."""
     data = read_verified(path, what)
-    return torch_load_bytes(data, str(path), what, map_location=map_location, safe_globals=_numpy_globals())
+    return torch_load_bytes(data, str(path), what, map_location=map_location, safe_globals=numpy_safe_globals())
 
 
 def _check_checkpoint(ckpt: Any, path: Path) -> Dict[str, Any]:
@@ -166,7 +158,7 @@ def load_any_model(path: Union[str, Path], map_location: Union[str, torch.device
             f"{path} is a TorchScript export (for ASE/LAMMPS); give the training checkpoint "
             f"(best.pt) or best_model.pt instead"
         )
-    content = torch_load_bytes(data, str(path), "model file", map_location=map_location, safe_globals=_numpy_globals())
+    content = torch_load_bytes(data, str(path), "model file", map_location=map_location, safe_globals=numpy_safe_globals())
     if isinstance(content, dict) and content.get("format") == FORMAT:
         return _model_from_ckpt(_check_checkpoint(content, path), path, map_location)
     from qallegro.model.io import FORMAT as MODEL_FORMAT, model_from_record
