@@ -79,3 +79,17 @@ def test_unreadable_files_name_the_file(tmp_path, content):
     with pytest.raises(CorruptFileError, match="broken.pt") as info:
         torch_load_bytes(read_verified(path, "model file"), str(path), "model file")
     assert "weights_only=False" not in str(info.value)
+
+
+def test_a_process_killed_inside_a_write_leaves_a_temp_file_that_cleanup_removes(tmp_path):
+    import subprocess
+    import sys
+
+    # os._exit inside the write callback: no except/finally runs, as with SIGKILL
+    code = ("import os, sys; from qallegro.utils import atomic_write; "
+            "atomic_write(sys.argv[1], lambda h: (h.write(b'half'), h.flush(), os._exit(9)))")
+    target = tmp_path / "last.pt"
+    assert subprocess.run([sys.executable, "-c", code, str(target)]).returncode == 9
+    leftovers = list(tmp_path.glob(".last.pt.*.tmp"))
+    assert len(leftovers) == 1 and not target.exists()
+    assert remove_stale_temp_files(tmp_path) == leftovers and not any(tmp_path.iterdir())
