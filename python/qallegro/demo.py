@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
     parser.add_argument("--out", default="results/demo", help="output folder")
     parser.add_argument("--limit", type=int, default=120, help="structures used (default 120)")
+    from qallegro.threads import add_threads_argument
+
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         "--set", "num_layers=1", "--set", "num_scalar_features=16", "--set", "num_tensor_features=4",
         "--set", "scalar_embed_mlp_hidden_layers_width=16", "--set", "allegro_mlp_hidden_layers_width=16",
         "--batch-size", "2", "--lr", "0.01",
-    ])
+    ] + (["--threads", str(args.threads)] if args.threads is not None else []))
     print("qallegro demo: Allegro, Allegro+MLP and Allegro+QDI on shipped Cu-Li GFN1-xTB data "
           f"({args.budget:.0f} s of training each)", flush=True)
     return reproduce.run(settings)

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model hyperparameter of every kind (YAML value); repeatable")
     parser.add_argument("--out", default=None, help="output folder (default results/reproduce-<data>)")
+    from qallegro.threads import add_threads_argument
+
+    add_threads_argument(parser)
 
 
 def tuned_hparams(storage: str, kind: str) -> Optional[Tuple[Dict[str, Any], float, float]]:
@@ -110,7 +113,10 @@ def _sizes(text: str) -> List[float]:
 def run_one(kind: str, seed: int, hparams: Dict[str, Any], r_max: float, lr: float, splits, args,
             energy_only: bool) -> Dict[str, Any]:
     """Train one (kind, seed), evaluate on the test set, time it. Returns a JSON-able record."""
-    from qallegro.hpo.objectives import TrainSettings, count_parameters, measure_latency, train_config
+    import torch
+
+    from qallegro.hpo.latency import LatencySettings, measure_deployed
+    from qallegro.hpo.objectives import TrainSettings, count_parameters, train_config
     from qallegro.train import evaluate, fit
 
     train, val, test = splits
@@ -125,12 +131,14 @@ def run_one(kind: str, seed: int, hparams: Dict[str, Any], r_max: float, lr: flo
     result = fit(config, train, val, write_files=False, progress=False)
     seconds = time.perf_counter() - start
     metrics = evaluate(result.model, test, device=args.device, source="test set")
-    latency = measure_latency(result.model, test[: args.latency_structures], device=args.device, repeats=20)
+    # the exported model in its own process, as `qallegro study` measures it
+    latency = measure_deployed(result.model, test[: args.latency_structures],
+                               LatencySettings(threads=torch.get_num_threads(), device=args.device, dtype=args.dtype))
     return {
         "kind": kind, "seed": seed, "r_max": r_max, "lr": lr, "hparams": hparams,
         "epochs": len(result.history), "train_seconds": seconds,
         "num_parameters": count_parameters(result.model),
-        "latency_ms": latency.median_s * 1e3, "latency_atoms": latency.num_atoms,
+        "latency_ms": latency.median_ms, "latency_atoms": latency.num_atoms, "latency": latency.as_dict(),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
 
@@ -189,10 +197,15 @@ def pareto_plot(records: List[Dict[str, Any]], kinds: List[str], energy_only: bo
 
 
 def reproduce(args: argparse.Namespace) -> Tuple[str, Path]:
+    import torch
+
     from qallegro.data import random_split
     from qallegro.data.datasets import load_dataset
     from qallegro.utils import atomic_write_text
 
+    from qallegro.threads import setup_threads
+
+    setup_threads("reproduce", getattr(args, "threads", None))
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -229,7 +242,8 @@ def reproduce(args: argparse.Namespace) -> Tuple[str, Path]:
                   flush=True)
     text = (f"{args.data}: {len(splits[0])} train / {len(splits[1])} val / {len(splits[2])} test structures, "
             f"{args.budget:.0f} s training budget per run, {args.dtype}, {args.device}; latency = median "
-            f"energy+forces time of {args.latency_structures} test structures.\n\n"
+            f"energy+forces time of the exported model on {args.latency_structures} test structures, in its own "
+            f"process with {torch.get_num_threads()} thread(s).\n\n"
             + table(records, kinds, energy_only) + "\n")
     atomic_write_text(out / "table.md", text)
     pareto_plot(records, kinds, energy_only, out / "pareto.png", f"{args.data}")

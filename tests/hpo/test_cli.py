@@ -23,7 +23,7 @@ SPACE = {
     },
     "training": {"max_epochs": 1, "batch_size": 5},
     "data": {"train_size": 16, "val_size": 8, "latency_structures": 2},
-    "latency": {"device": "cpu", "warmup": 1, "repeats": 3},
+    "latency": {"device": "cpu", "warmup": 2, "calls": 2, "repeats": 3, "threads": 1},
     "constraints": {"max_parameters": 100000},
 }
 
@@ -60,7 +60,9 @@ def test_optimize_resumes_and_pareto_plots(tmp_path, capsys):
     assert len(done) == 5 and [(t.number, t.params) for t in done[:3]] == first
     for t in done:
         assert t.values[0] == t.user_attrs["force_mae_meV_per_A"] > 0
-        assert t.values[1] == t.user_attrs["latency_ms"] > 0 and len(t.user_attrs["latency_times_ms"]) == 3
+        lat = t.user_attrs["latency"]   # the exported model, timed in its own process
+        assert t.values[1] == t.user_attrs["latency_ms"] == lat["median_ms"] > 0
+        assert lat["warmup"] == 2 and lat["calls"] == 2 and len(lat["block_medians_ms"]) == 3 and lat["threads"] == 1
         assert t.constraints["max_parameters"] == t.user_attrs["num_parameters"] - 100000
     capsys.readouterr()
     png = tmp_path / "front.png"
@@ -69,3 +71,14 @@ def test_optimize_resumes_and_pareto_plots(tmp_path, capsys):
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "force MAE" in out and "Pareto-optimal of 5 completed trials" in out
     assert main(["pareto", "nope", "--storage", storage]) == 2
+
+
+def test_space_latency_section_is_what_is_measured():
+    from qallegro.hpo.cli_optimize import latency_settings
+
+    # every key of the space's latency section reaches the measurement (warmup was once dropped)
+    s = latency_settings({"device": "cpu", "warmup": 7, "calls": 3, "repeats": 4, "clock": "cpu", "threads": 1}, 2)
+    assert (s.warmup, s.calls, s.repeats, s.clock, s.threads) == (7, 3, 4, "cpu", 1)
+    assert latency_settings({}, 2).threads == 2   # unset: the worker's thread count
+    with pytest.raises(ValueError, match="latency.warmup"):
+        latency_settings({"warmup": -1}, 1)

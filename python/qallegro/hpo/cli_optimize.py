@@ -23,7 +23,9 @@ SAMPLERS = ("samo-cobra", "nsga2", "tpe", "random")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("space", metavar="SPACE", help="search-space YAML file or shipped space name")
-    parser.add_argument("--data", required=True, help="structures with energies and forces (any qallegro.data.read format)")
+    parser.add_argument("--data", required=True,
+                        help="structures with energies and forces: a file (any qallegro.data.read format) or a "
+                             "shipped data set name (culi-gfn1xtb, culi-gpaw, benzene, aspirin)")
     parser.add_argument("--val", default=None, help="separate validation file (default: split --data as the space says)")
     parser.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
     parser.add_argument("--storage", default="sqlite:///qallegro_study.db", help="Optuna storage URL (sqlite:///file.db, postgresql+psycopg2://user@host/db)")
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=None, help="override training.time_budget (s)")
     parser.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats (stale after 4x)")
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a trial whose worker died")
+    from qallegro.threads import add_threads_argument
+
+    add_threads_argument(parser)
 
 
 def make_sampler(name: str, space, seed: int):
@@ -57,22 +62,10 @@ def make_sampler(name: str, space, seed: int):
 
 def make_storage(url: str, heartbeat: int, retries: int):
     """RDB storage with heartbeats: a trial whose worker stops beating for 4 heartbeats is marked
-    FAIL (by the next worker to start a trial) and re-queued up to ``retries`` times."""
-    from optuna.storages import RDBStorage
+    FAIL and re-queued up to ``retries`` times (see :func:`qallegro.hpo.study_run.make_storage`)."""
+    from qallegro.hpo.study_run import make_storage as storage_with_heartbeat
 
-    if not url.startswith(("sqlite", "postgresql", "mysql")):
-        raise ValueError(f"--storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql+psycopg2://...), got {url!r}")
-    kwargs = {"heartbeat_interval": heartbeat, "grace_period": 4 * heartbeat}
-    try:  # Optuna >= 4.9 names the stale-trial hook heartbeat_stale_trial_callback
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=retries)
-    except ImportError:
-        from optuna.storages import RetryFailedTrialCallback
-
-        kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=retries)
-    engine = {"pool_pre_ping": True} if url.startswith("postgresql") else None
-    return RDBStorage(url, engine_kwargs=engine, **kwargs)
+    return storage_with_heartbeat(url, heartbeat, retries)
 
 
 def suggest(trial, distributions: Dict[str, Any]) -> Dict[str, Any]:
@@ -90,32 +83,55 @@ def suggest(trial, distributions: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def make_objective(space, train_structures: List, val_structures: List, settings, latency_cfg: Dict[str, Any]):
-    """Objective (force MAE meV/Å, latency ms) for ``study.optimize``; stores everything measured."""
+def latency_settings(latency_cfg: Dict[str, Any], threads: int):
+    """The space's ``latency`` section as :class:`~qallegro.hpo.latency.LatencySettings` (threads: the
+    space's, else this worker's)."""
+    from qallegro.hpo.latency import LatencySettings
+
+    known = {k: latency_cfg[k] for k in ("warmup", "calls", "repeats", "device", "dtype", "clock", "threads")
+             if k in latency_cfg}
+    settings = LatencySettings(**known)
+    if settings.threads is None:
+        settings.threads = threads
+    settings.check("latency")
+    return settings
+
+
+def make_objective(space, train_structures: List, val_structures: List, settings, latency_cfg: Dict[str, Any],
+                   threads: int = 1):
+    """Objective (force MAE meV/Å, latency ms) for ``study.optimize``; stores everything measured.
+
+    Latency is that of the exported model in its own process (:mod:`qallegro.hpo.latency`), the
+    same measurement ``qallegro study`` uses for its objective and its report.
+    """
     from qallegro.hpo.objectives import train_and_validate
+    from qallegro.hpo.study_run import worker_id
 
     n_lat = int(space.data.get("latency_structures", 4))
     latency_structures = val_structures[: max(1, n_lat)]
     max_params = space.constraints.get("max_parameters")
     max_mem = space.constraints.get("max_peak_memory_mb")
+    lat_settings = latency_settings(latency_cfg, threads)
 
     def objective(trial) -> tuple:
+        trial.set_user_attr("worker", worker_id())
         params = suggest(trial, space.distributions)
         hparams, r_max, lr = space.split(params)
         out = train_and_validate(
             space.kind, r_max, hparams, lr, train_structures, val_structures, latency_structures, settings,
-            latency_repeats=int(latency_cfg.get("repeats", 20)),
+            latency_settings=lat_settings,
         )
-        mae, latency_ms = out.force_mae_meV_per_A, out.latency.median_s * 1e3
+        latency = out.deployed_latency
+        mae, latency_ms = out.force_mae_meV_per_A, latency.median_ms
         if not (mae == mae and mae < float("inf")):
             raise ValueError(f"trial {trial.number}: validation force MAE is not finite ({mae})")
         for key, value in (
             ("kind", space.kind),
             ("force_mae_meV_per_A", mae),
             ("latency_ms", latency_ms),
-            ("latency_times_ms", [t * 1e3 for t in out.latency.times_s]),
-            ("latency_atoms", out.latency.num_atoms),
-            ("device", out.latency.device),
+            ("latency", latency.as_dict()),
+            ("latency_atoms", latency.num_atoms),
+            ("device", latency.device),
             ("num_parameters", out.num_parameters),
             ("peak_memory_mb", out.peak_memory_bytes / 2**20),
             ("train_seconds", out.train_seconds),
@@ -138,10 +154,13 @@ def make_objective(space, train_structures: List, val_structures: List, settings
 
 def run(args: argparse.Namespace) -> int:
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from qallegro.data import random_split, read
+    from qallegro.hpo.study_run import Task, run_tasks
+    from qallegro.threads import setup_threads
+
+    from qallegro.data import random_split
+    from qallegro.data.datasets import load_dataset
     from qallegro.hpo.objectives import TrainSettings
     from qallegro.hpo.space import SpaceError, load_space
 
@@ -153,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
     if args.trials < 1:
         print("qallegro optimize: --trials must be >= 1", file=sys.stderr)
         return 2
-    structures = read(args.data)
+    structures = load_dataset(args.data)
     if args.val is not None:
-        train_structures, val_structures = structures, read(args.val)
+        train_structures, val_structures = structures, load_dataset(args.val)
     else:
         train_structures, val_structures = random_split(
             structures, [space.data.get("train_size", 0.8), space.data.get("val_size", 0.2)], seed=int(space.data.get("split_seed", 0))
@@ -172,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         forces_weight=float(training.pop("forces_weight", 1.0)),
         device=device,
     )
+    threads = setup_threads("optimize", args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(args.storage, args.heartbeat, args.retries)
     name = args.study_name or f"qallegro-{space.kind}"
@@ -191,15 +211,10 @@ def run(args: argparse.Namespace) -> int:
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = args.trials - done
     print(f"study {name!r} in {args.storage}: {done} completed trials, {max(remaining, 0)} to go ({args.sampler})")
-    if remaining > 0:
-        objective = make_objective(space, train_structures, val_structures, settings, space.latency)
-        study.optimize(
-            objective,
-            n_trials=2 * remaining + 2,  # room for failed trials; the callback stops at --trials
-            callbacks=[MaxTrialsCallback(args.trials, states=(TrialState.COMPLETE,))],
-            catch=(ValueError, RuntimeError),
-            gc_after_trial=True,
-        )
+    objective = make_objective(space, train_structures, val_structures, settings, space.latency, threads)
+    # runs trials until --trials are complete, then waits for (or fails and re-runs) trials that other
+    # workers still hold: a study never ends with a dead worker's trial RUNNING
+    run_tasks([Task(study, objective, args.trials)], f"study {name!r}")
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     print(f"study {name!r}: {done} completed trials; see `qallegro pareto {name} --storage {args.storage}`")
     return 0 if done >= args.trials else 1

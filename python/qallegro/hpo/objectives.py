@@ -186,6 +186,7 @@ class TrialOutcome:
     train_seconds: float
     epochs: int
     model: Any = None
+    deployed_latency: Any = None  # qallegro.hpo.latency.DeployedLatency when latency_settings were given
 
 
 def train_and_validate(
@@ -199,8 +200,13 @@ def train_and_validate(
     settings: TrainSettings,
     latency_repeats: int = 20,
     callback=None,
+    latency_settings=None,
 ) -> TrialOutcome:
-    """Train one candidate, then measure its validation force MAE, latency, size and memory."""
+    """Train one candidate, then measure its validation force MAE, latency, size and memory.
+
+    latency_settings: a :class:`~qallegro.hpo.latency.LatencySettings` times the exported model in its
+    own process (``deployed_latency``; what ``qallegro optimize`` and ``study`` use); without it the
+    eager model is timed in this process (``latency``)."""
     from qallegro.train import evaluate, fit
 
     config = train_config(kind, r_max, hparams, lr, settings)
@@ -209,7 +215,15 @@ def train_and_validate(
     seconds = time.perf_counter() - t0
     model = result.model
     metrics = evaluate(model, list(val_structures), device=settings.device, source="validation set")
-    latency = measure_latency(model, latency_structures, device=settings.device, repeats=latency_repeats)
+    deployed = None
+    if latency_settings is not None:
+        from qallegro.hpo.latency import measure_deployed
+
+        deployed = measure_deployed(model, latency_structures, latency_settings)
+        latency = Latency(median_s=deployed.median_ms / 1e3, times_s=[t / 1e3 for t in deployed.block_medians_ms],
+                          num_atoms=deployed.num_atoms, num_structures=deployed.num_structures, device=deployed.device)
+    else:
+        latency = measure_latency(model, latency_structures, device=settings.device, repeats=latency_repeats)
     return TrialOutcome(
         force_mae_meV_per_A=float(metrics["forces_mae_meV_per_A"]),
         latency=latency,
@@ -218,4 +232,5 @@ def train_and_validate(
         train_seconds=seconds,
         epochs=len(result.history),
         model=model,
+        deployed_latency=deployed,
     )

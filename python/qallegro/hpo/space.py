@@ -10,7 +10,7 @@ candidate is trained, how latency is measured, and optional constraints::
       r_max: 5.0
     training: {max_epochs: 30, time_budget: null, batch_size: 5, dtype: float32, seed: 0}
     data: {train_size: 0.8, val_size: 0.2, split_seed: 0, latency_structures: 4}
-    latency: {device: cpu, warmup: 3, repeats: 20}
+    latency: {device: cpu, warmup: 5, calls: 20, repeats: 5}   # see qallegro.hpo.latency
     constraints: {max_parameters: null, max_peak_memory_mb: null}
     ref_point: null                     # [force MAE meV/Å, latency ms] or null (adaptive)
 
@@ -32,7 +32,7 @@ SPACES_DIR = Path(__file__).with_name("spaces")
 _TOP = {"kind", "params", "training", "data", "latency", "constraints", "ref_point"}
 _TRAINING = {"max_epochs", "time_budget", "batch_size", "dtype", "seed", "energy_weight", "forces_weight"}
 _DATA = {"train_size", "val_size", "split_seed", "latency_structures"}
-_LATENCY = {"device", "warmup", "repeats"}
+_LATENCY = {"device", "warmup", "calls", "repeats", "threads", "dtype", "clock"}
 _CONSTRAINTS = {"max_parameters", "max_peak_memory_mb"}
 _SPECIAL = {"learning_rate", "r_max"}
 

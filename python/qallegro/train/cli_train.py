@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. optimizer.lr=0.002 (value parsed as YAML); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from qallegro.threads import add_threads_argument
+
+    add_threads_argument(parser)
 
 
 def apply_overrides(values: dict, overrides) -> dict:
@@ -52,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from qallegro.train.config import config_from_dict, load_config
     from qallegro.train.trainer import fit
 
+    import os
+
+    from qallegro.threads import setup_threads
+
+    # under torchrun every local rank is a worker process sharing this machine's CPUs
+    setup_threads("train", args.threads, workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     cfg = load_config(args.config)
     if args.set:
         cfg = config_from_dict(apply_overrides(cfg.to_dict(), args.set), source=f"{args.config} with --set")
