@@ -81,6 +81,7 @@ class DeployedLatency:
 
     median_ms: float
     spread_ms: float
+    block_medians_ms: List[float]
     clock: str
     wall_median_ms: float
     wall_spread_ms: float
@@ -148,7 +149,8 @@ def measure_exported(path: os.PathLike, inputs: List[Dict[str, torch.Tensor]], s
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     clock = settings.clock
     return DeployedLatency(
-        median_ms=result[f"{clock}_median_ms"], spread_ms=result[f"{clock}_spread_ms"], clock=clock,
+        median_ms=result[f"{clock}_median_ms"], spread_ms=result[f"{clock}_spread_ms"],
+        block_medians_ms=result[f"{clock}_block_medians_ms"], clock=clock,
         wall_median_ms=result["wall_median_ms"], wall_spread_ms=result["wall_spread_ms"],
         cpu_median_ms=result["cpu_median_ms"], cpu_spread_ms=result["cpu_spread_ms"], threads=result["threads"], device=settings.device, dtype=result["dtype"], num_structures=len(inputs),
         num_atoms=sum(int(x["pos"].shape[0]) for x in inputs),
