@@ -1,5 +1,5 @@
 """Fixtures of the deployment tests: models (a Morse stand-in and the real Allegro kinds), their
-exports, and structures (a periodic Cu-Li cell, a real Cu-Li DFT frame when shared data exist, a
+exports, and structures (a periodic Cu-Li cell, a real Cu-Li DFT frame shipped with qallegro, a
 molecule)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from tests.deploy.pair_model import MorsePairModel
 TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-4, 1e-5)}
 TYPE_NAMES = ["Cu", "Li", "C", "H", "O"]
 R_MAX = 4.0
-from tests.conftest import SHARED_DATA  # noqa: E402  (../shared/data beside the clone)
 ALL_KINDS = ("allegro", "allegro_mlp", "allegro_qdi")
 #: kinds that export to TorchScript (all of them; Allegro+QDI with its default qdi_placement "edge",
 #: the fixture ``qdi_export`` covers both placements)
@@ -96,18 +95,16 @@ def culi_cell():
 
 
 def culi_dft_frame():
-    """A periodic Cu-Li frame with both elements from the shared VASP data; None when absent."""
-    path = SHARED_DATA / "culi_vasp_rss.extxyz"
-    if not path.is_file():
-        return None
+    """A periodic Cu-Li DFT frame holding both elements, from the data shipped with qallegro (GPAW, PBE)."""
     from ase.io import iread
 
-    for atoms in iread(str(path), index=":"):
-        symbols = set(atoms.get_chemical_symbols())
-        if atoms.pbc.all() and symbols == {"Cu", "Li"} and len(atoms) >= 6:
+    from qallegro.data.datasets import builtin_path
+
+    for atoms in iread(str(builtin_path("culi-gpaw")), index=":"):
+        if atoms.pbc.all() and set(atoms.get_chemical_symbols()) == {"Cu", "Li"} and len(atoms) >= 6:
             atoms.calc = None
             return atoms
-    return None
+    raise AssertionError("the shipped culi-gpaw set has no periodic frame with both Cu and Li")
 
 
 def molecule():

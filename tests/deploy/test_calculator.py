@@ -102,11 +102,9 @@ def test_molecule_forces_and_no_stress(morse_export):
 
 
 def test_real_dft_frame(morse_export):
-    """A Cu-Li frame of the shared VASP data (skipped without it): energy = sum of atom energies
+    """A shipped Cu-Li DFT frame: energy = sum of atom energies
     and forces are finite differences of the energy."""
     atoms = culi_dft_frame()
-    if atoms is None:
-        pytest.skip("shared data culi_vasp_rss.extxyz not present")
     atoms.calc = QAllegroCalculator(morse_export)
     assert_close(atoms.get_potential_energies().sum(), atoms.get_potential_energy(), what="energies")
     assert best_fd_error(atoms, indices=[0]) < FD_TOL

@@ -74,8 +74,6 @@ def test_run0_allegro_qdi_both_placements(qdi_export, structure):
 
 def test_run0_real_dft_frame(morse_export):
     atoms = culi_dft_frame()
-    if atoms is None:
-        pytest.skip("shared data culi_vasp_rss.extxyz not present")
     compare_with_ase(atoms, morse_export)
 
 
