@@ -43,7 +43,7 @@ def _child(source: str, threads: int, stages: Tuple[str, ...]) -> None:
 def run_study(cfg, workers: int, threads_requested, stages: Tuple[str, ...]) -> int:
     """Prepare the data once, then run ``workers`` worker processes (this one when ``workers`` is 1)."""
     from qallegro.hpo.study_data import load_splits
-    from qallegro.hpo.study_run import run_worker
+    from qallegro.hpo.study_run import make_storage, run_worker
     from qallegro.threads import setup_threads
 
     if workers < 1:
@@ -59,6 +59,8 @@ def run_study(cfg, workers: int, threads_requested, stages: Tuple[str, ...]) -> 
     if workers == 1:
         run_worker(cfg, threads, stages)
         return 0
+    # the storage's tables exist before the workers start: two processes creating them at once collide
+    make_storage(cfg.storage)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_child, args=(cfg.source, threads, stages), name=f"study-worker-{i}")
              for i in range(workers)]
