@@ -52,3 +52,20 @@ def test_an_unknown_or_unclosed_marker_is_an_error(tables):
         tables.render("<!-- table:nope -->\nx\n<!-- /table:nope -->\n")
     with pytest.raises(ValueError, match="1 table markers opened, 0 closed"):
         tables.render("<!-- table:demo -->\nx\n")
+
+
+def test_record_run_keeps_the_command_only_when_it_succeeded(tmp_path):
+    import subprocess
+    import sys
+
+    script = str(REPO / "scripts" / "record_run.py")
+    ok = subprocess.run([sys.executable, script, str(tmp_path / "ok"), "--", sys.executable, "-c", "print(1)"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads((tmp_path / "ok" / "command.json").read_text())
+    assert record["command"].endswith("-c 'print(1)'") and record["wall_s"] >= 0
+    assert set(record["load_average_1min"]) == {"start", "end"} and len(record["commit"]) == 40
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    failed = subprocess.run([sys.executable, script, str(tmp_path / "bad"), "--", *failing],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 3 and not (tmp_path / "bad" / "command.json").exists()
