@@ -25,26 +25,19 @@ TIMESTEP_FS = 1.0
 # step; i-PI prints 9 significant digits (5e-6 eV here)
 TOLERANCE_EV = 1e-5
 
-INPUT = """<simulation verbosity='medium' safe_stride='100000' sockets_prefix='{prefix}'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'> [ step, potential{{electronvolt}}, kinetic_md{{electronvolt}} ] </properties>
-  </output>
-  <total_steps>{steps}</total_steps>
-  <prng><seed>31415</seed></prng>
-  <ffsocket name='qallegro' mode='unix' pbc='false'>
-    <address>qallegro</address>
-  </ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'>init.extxyz</file>
-    </initialize>
-    <forces><force forcefield='qallegro'/></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nve'><timestep units='femtosecond'>{timestep}</timestep></dynamics>
-    </motion>
-  </system>
-</simulation>
-"""
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ipi" / "input.xml"
+
+
+def example_input(prefix: str) -> str:
+    """README's i-PI example with this test's step count and a socket in the test's folder."""
+    text = EXAMPLE.read_text()
+    for old, new in (("<total_steps>100</total_steps>", f"<total_steps>{STEPS}</total_steps>"),
+                     ("safe_stride='100000'>", f"safe_stride='100000' sockets_prefix='{prefix}'>"),
+                     ("<timestep units='femtosecond'>1.0</timestep>",
+                      f"<timestep units='femtosecond'>{TIMESTEP_FS}</timestep>")):
+        assert old in text, f"{EXAMPLE} changed: {old!r} not found"
+        text = text.replace(old, new)
+    return text
 
 
 def ase_nve(atoms, model):
@@ -74,7 +67,7 @@ def test_ipi_nve_equals_ase(tmp_path):
     atoms.write(str(tmp_path / "init.extxyz"))
     atoms = read(str(tmp_path / "init.extxyz"))  # exactly what i-PI reads
     prefix = str(tmp_path / "s_")
-    (tmp_path / "input.xml").write_text(INPUT.format(prefix=prefix, steps=STEPS, timestep=TIMESTEP_FS))
+    (tmp_path / "input.xml").write_text(example_input(prefix))
 
     server = subprocess.Popen([str(IPI), "input.xml"], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -104,6 +97,8 @@ def test_ipi_nve_equals_ase(tmp_path):
     assert rows[:, 0].tolist() == list(range(STEPS + 1))
     reference = ase_nve(atoms, model)
     assert abs(reference[-1] - reference[0]) > 100 * TOLERANCE_EV  # the atoms moved: not a static check
-    err = np.abs(rows[:, 1] - reference).max()
+    err = np.abs(rows[:, 2] - reference).max()
     assert err <= TOLERANCE_EV, f"i-PI vs ASE potential energies differ by up to {err:.3g} eV"
-    assert rows[0, 2] == 0.0 and rows[-1, 2] > 0.0  # from rest, then moving
+    assert rows[0, 3] == 0.0 and rows[-1, 3] > 0.0  # from rest, then moving
+    # i-PI's conserved quantity: potential + kinetic stays put (velocity Verlet, 1 fs)
+    assert np.abs(rows[:, 4] - rows[0, 4]).max() < 1e-3
