@@ -145,9 +145,11 @@ def table_reproduce() -> str:
 def table_train_compare() -> str:
     data = _load("train_compare_benzene.json")
     std = data["force_std_meV_per_A"]
-    lines = ["| code | validation force MAE | % of force std | energy MAE | epochs | wall time |", "|---|---|---|---|---|---|"]
+    lines = ["| code | validation force MAE | % of force std | energy MAE | epochs | wall time |",
+             "|---|---|---|---|---|---|"]
     for name, r in data["results"].items():
-        lines.append(f"| {name} | {r['forces_mae_meV_per_A']:.1f} meV/Å | {100 * r['forces_mae_meV_per_A'] / std:.2f}% | "
+        mae = r["forces_mae_meV_per_A"]
+        lines.append(f"| {name} | {mae:.1f} meV/Å | {100 * mae / std:.2f}% | "
                      f"{r['energy_mae_meV_per_atom']:.2f} meV/atom | {r['epochs']} | {r['wall_s']:.0f} s |")
     load = data["load_average_1min"]
     return (f"```bash\n{data['command']}\n```\n\n" + "\n".join(lines) + "\n\n"

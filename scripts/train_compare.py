@@ -255,7 +255,8 @@ def main() -> int:
         ncfg = nequip_config(base, out, stats, args.budget)
         # nequip-train of this interpreter's environment (a venv need not be on PATH)
         nequip_train = Path(sys.executable).with_name("nequip-train")
-        n_job = Job([nequip_train if nequip_train.exists() else "nequip-train", "-cp", ncfg.parent, "-cn", ncfg.name, f"hydra.run.dir={out / 'nequip_run'}"],
+        n_job = Job([nequip_train if nequip_train.exists() else "nequip-train", "-cp", ncfg.parent, "-cn", ncfg.name,
+                     f"hydra.run.dir={out / 'nequip_run'}"],
                     env, out / "nequip_train.log")
     if args.skip_nequip or not args.sequential:
         q_wall = q_job.wait()

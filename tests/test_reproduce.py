@@ -47,7 +47,8 @@ def test_reproduce_table_plot_and_resume(tmp_path, capsys):
     # the table is the mean ± std of the stored runs
     for kind, label in (("allegro", "Allegro"), ("allegro_mlp", "Allegro+MLP")):
         mine = [r for r in runs if r["kind"] == kind]
-        for column, key in (("F MAE (meV/Å)", "forces_mae_meV_per_A"), ("E MAE (meV/atom)", "energy_mae_meV_per_atom")):
+        for column, key in (("F MAE (meV/Å)", "forces_mae_meV_per_A"),
+                            ("E MAE (meV/atom)", "energy_mae_meV_per_atom")):
             assert _table_cell(table, label, column) == _mean_std([r["metrics"][key] for r in mine]), (label, column)
     # six epochs on 20 cells already beat a zero-force model by far (measured 0.3-0.55 of its MAE)
     zero = _zero_model_force_mae("culi-gpaw", 40, [20, 5, 15])
