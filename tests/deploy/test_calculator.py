@@ -146,15 +146,18 @@ def test_ase_md_example(morse_export):
 def test_per_atom_stresses_and_edge_forces(kind, tmp_path):
     """Allegro exports give per-atom stresses that sum to the stress, and pair forces -dE/dr_ij from
     which the forces and the virial follow (float64, round-off)."""
-    from qallegro.deploy.export import export
+    from qallegro.deploy.export import export, load
 
-    from tests.deploy.conftest import build_real
+    from tests.deploy.conftest import TYPE_NAMES, build_real
+    from tests.deploy.test_export import periodic_inputs
 
     path = tmp_path / f"{kind}.pt"
     export(build_real(kind), path)
     atoms = culi_cell()
     atoms.calc = QAllegroCalculator(path)
     stress, stresses = atoms.get_stress(), atoms.get_stresses()
+    module = load(path)[0]
+    assert "atomic_virial" not in module(periodic_inputs(atoms, TYPE_NAMES))  # only on request
     assert stresses.shape == (len(atoms), 6)
     assert np.abs(stresses).max() > 1e-6 and np.abs(stresses - stresses[0]).max() > 1e-8  # not trivially equal
     assert_close(stresses.sum(0), stress, what=f"{kind}: sum of per-atom stresses")

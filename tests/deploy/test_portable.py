@@ -35,6 +35,7 @@ def test_portable_export_runs_with_plain_torch(kind, tmp_path):
     meta = export(model, tmp_path / "portable.pt", portable=True)
     assert meta["portable"] == "1"
     data = periodic_inputs(culi_cell(), TYPE_NAMES)
+    data["want_atomic_virial"] = torch.ones(1)
     torch.save(data, tmp_path / "in.pt")
     expected = load(tmp_path / "fast.pt")[0](dict(data))
     script = BLOCK + (

@@ -92,6 +92,8 @@ class QAllegroCalculator(Calculator):
             "edge_cell_shift": shifts.to(device=self.device, dtype=self.dtype),
             "cell": cell.reshape(1, 3, 3).to(self.device),
         }
+        if "stresses" in properties:
+            data["want_atomic_virial"] = torch.ones(1)
         out = self.model(data)
         energies = out["atomic_energy"].detach().reshape(-1).cpu().double().numpy()
         # summed in float64: a float32 model's own float32 total loses ~1e-2 eV on 10^5 eV

@@ -23,8 +23,8 @@ and returns ``atomic_energy`` [N, 1] eV, ``total_energy`` [1, 1] eV, ``forces`` 
 ``virial`` [1, 3, 3] eV (``-dE/dε`` for a symmetric strain ε; nequip's and LAMMPS's sign, so
 ASE's stress is ``-virial / volume``). These are the keys pair_allegro passes and reads. Exports of
 Allegro models (metadata ``edge_forces`` = "1") also return ``edge_forces`` [E, 3] eV/Å (-dE/dr_ij,
-one row per edge, in ``edge_index`` order) and ``atomic_virial`` [N, 3, 3] eV (per-atom virials that
-sum to ``virial``); see :class:`DeployedEdgeModel`.
+one row per edge, in ``edge_index`` order) and, if the input has a ``want_atomic_virial`` key,
+``atomic_virial`` [N, 3, 3] eV (per-atom virials that sum to ``virial``); see :class:`DeployedEdgeModel`.
 
 Metadata are stored as TorchScript extra files (read them with :func:`read_metadata` or, in C++,
 ``torch::jit::load(path, device, extra_files)``); see :data:`METADATA_KEYS`. ``type_names`` is a
@@ -183,8 +183,8 @@ class DeployedEdgeModel(DeployedModel):
       LAMMPS's ``compute stress/atom`` uses, so the per-atom virials sum to W.
 
     Extra outputs: ``edge_forces`` [E, 3] eV/Å (= -g_ij, the force the edge puts on its neighbour
-    j) and ``atomic_virial`` [N, 3, 3] eV (full, not symmetric: LAMMPS's centroid form reads all
-    nine components).
+    j) and, when the input holds a ``want_atomic_virial`` key (any tensor), ``atomic_virial``
+    [N, 3, 3] eV (full, not symmetric: LAMMPS's centroid form reads all nine components).
     """
 
     def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -203,21 +203,24 @@ class DeployedEdgeModel(DeployedModel):
         if grad is None:  # no edges
             grad = torch.zeros_like(edge_vectors)
         forces = torch.zeros_like(pos).index_add(0, center, grad).index_add(0, neighbor, -grad)
-        edge_virial = -0.5 * edge_vectors.detach().unsqueeze(2) * grad.unsqueeze(1)
-        atomic_virial = torch.zeros((num_atoms, 3, 3), dtype=pos.dtype, device=pos.device)
-        atomic_virial = atomic_virial.index_add(0, center, edge_virial).index_add(0, neighbor, edge_virial)
-        virial = 2.0 * edge_virial.sum(0)
+        vectors = edge_vectors.detach()
+        virial = -(vectors.transpose(0, 1) @ grad)
         # E is invariant under rotations, so W is symmetric up to round-off; symmetrise as the strain form is
         virial = (0.5 * (virial + virial.transpose(0, 1))).reshape(1, 3, 3)
         total_energy = atomic_energy[:num_local].sum().reshape(1, 1)
-        return {
+        out = {
             "atomic_energy": atomic_energy.detach(),
             "total_energy": total_energy.detach(),
             "forces": forces.detach(),
             "virial": virial.detach(),
             "edge_forces": -grad.detach(),
-            "atomic_virial": atomic_virial.detach(),
         }
+        if "want_atomic_virial" in data:
+            # on request only: hosts that tally per-atom virials themselves (LAMMPS) skip this work
+            edge_virial = -0.5 * vectors.unsqueeze(2) * grad.unsqueeze(1)
+            atomic_virial = torch.zeros((num_atoms, 3, 3), dtype=pos.dtype, device=pos.device)
+            out["atomic_virial"] = atomic_virial.index_add(0, center, edge_virial).index_add(0, neighbor, edge_virial)
+        return out
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
