@@ -53,7 +53,7 @@ def collect(cfg: StudyConfig) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]
     if cfg.final_study_name in names:
         study = optuna.load_study(study_name=cfg.final_study_name, storage=storage)
         for t in study.get_trials(deepcopy=False):
-            if "job" in t.user_attrs and t.state.name in ("COMPLETE", "FAIL"):
+            if "job" in t.user_attrs and t.state.name != "PRUNED":
                 runs.append({"state": t.state.name, **t.user_attrs["job"],
                              **{k: v for k, v in t.user_attrs.items() if k != "job"}})
     return trials, runs
@@ -177,6 +177,31 @@ def learning_figure(cfg: StudyConfig, ds: str, points, energy_only: bool, path: 
     return drawn
 
 
+def _budget_text(cfg: StudyConfig, stage: str) -> str:
+    parts = []
+    for ds in cfg.datasets:
+        seconds, epochs = cfg.budget(ds, stage)
+        parts.append(f"{ds} {epochs} epochs" + (f" or {seconds:.0f} s" if seconds else ""))
+    return ", ".join(parts)
+
+
+def progress_lines(cfg: StudyConfig, trials, runs) -> List[str]:
+    """How far the study is: a report of a study still running says so, with the counts."""
+    tuned = [(d, k) for d in cfg.datasets for k in cfg.kinds if cfg.tuned(d, k)]
+    complete = {(d, k): sum(1 for t in trials if t["dataset"] == d and t["kind"] == k and t["state"] == "COMPLETE")
+                for d, k in tuned}
+    studies_done = sum(n >= cfg.trials for n in complete.values())
+    finished = sum(r["state"] == "COMPLETE" for r in runs)
+    retried = {r["key"] for r in runs if r["state"] == "COMPLETE"}
+    runs = [r for r in runs if r["state"] != "FAIL" or r["key"] not in retried]  # a re-run replaced it
+    status = ("complete" if studies_done == len(tuned) and runs
+              and all(r["state"] in ("COMPLETE", "FAIL") for r in runs) else "in progress")
+    return [f"**Status: {status}.** Tuning: {studies_done} of {len(tuned)} studies have their {cfg.trials} trials "
+            f"({sum(complete.values())} trials in all); final stage: {finished} runs complete"
+            + (f", {sum(r['state'] == 'FAIL' for r in runs)} failed" if any(r["state"] == "FAIL" for r in runs) else "")
+            + ("" if runs else " (starts when every study is tuned)") + "."]
+
+
 def write_report(cfg: StudyConfig, out: Optional[str] = None) -> Path:
     """Regenerate the report of ``cfg`` from its storage into ``out`` (default ``<out>/report``)."""
     from qallegro.hpo.study_data import load_splits
@@ -194,9 +219,10 @@ def write_report(cfg: StudyConfig, out: Optional[str] = None) -> Path:
             f"raw results: `trials.jsonl` (tuning, validation split) and `final.jsonl` (retrained points, test split).",
             "",
             f"Tuning: SAMO-COBRA, {cfg.trials} trials per study ({cfg.n_init or 'dim + 1'} initial design), "
-            f"{cfg.trial.time_budget} s of training per trial ({cfg.trial.dtype}). Final stage: points "
-            f"{', '.join(cfg.final.points)} of each front retrained for {cfg.final.seeds} seeds, "
-            f"{cfg.final.time_budget} s each, errors on the test split (never seen by the tuning), mean ± std over seeds.",
+            f"training per trial: {_budget_text(cfg, 'trial')} ({cfg.trial.dtype}, batch {cfg.trial.batch_size}). "
+            f"Final stage: points {', '.join(cfg.final.points)} of each front retrained for {cfg.final.seeds} seeds, "
+            f"{_budget_text(cfg, 'final')} each, errors on the test split (never seen by the tuning), mean ± std "
+            f"over seeds.",
             "",
             f"Latency: the exported TorchScript model (`qallegro export`), in its own process with {lat.threads or 'the worker’s'} "
             f"thread(s), {lat.dtype}, {lat.device}, {lat.clock} clock; a pass is one energy+forces call per benchmark "
@@ -204,6 +230,7 @@ def write_report(cfg: StudyConfig, out: Optional[str] = None) -> Path:
             f"prebuilt), {lat.warmup} warm-up passes, then the median of {lat.repeats} blocks of {lat.calls} passes "
             f"(table: mean ± std of that median over the seeds' models). Atoms and edges of the benchmark structures "
             f"are in each table (edges depend on the tuned r_max).", ""]
+    text += progress_lines(cfg, trials, runs) + [""]
     verdict_inputs: Dict[str, Any] = {}
     for ds in cfg.datasets:
         try:
@@ -218,7 +245,8 @@ def write_report(cfg: StudyConfig, out: Optional[str] = None) -> Path:
                  f"Benchmark structures: {bench}.", ""]
         front_figure(cfg, ds, trials, points, energy_only, folder / f"{ds}.png")
         text += [f"![{ds}]({ds}.png)", "", dataset_table(cfg, ds, points, energy_only), ""]
-        failed = [r for r in runs if r["dataset"] == ds and r["state"] == "FAIL"]
+        done_keys = {r["key"] for r in runs if r["state"] == "COMPLETE"}
+        failed = [r for r in runs if r["dataset"] == ds and r["state"] == "FAIL" and r["key"] not in done_keys]
         if failed:
             text += [f"Failed final runs: " + "; ".join(f"{r['key']}: {r.get('error', '?')}" for r in failed), ""]
         if learning_figure(cfg, ds, points, energy_only, folder / f"{ds}_learning.png"):
