@@ -64,9 +64,20 @@ def per_atom_run(path, atoms, extra=(), steps=0):
         lmp.close()
 
 
-def test_stress_atom_equals_python_and_sums_to_virial(allegro_export):
+def small_cell():
+    """4 atoms in a 3.6 Å cube, below the 4 Å cutoff: an atom meets several images of itself."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.symbols[1] = "Li"
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+@pytest.mark.parametrize("structure", ["culi", "small_cell"])
+def test_stress_atom_equals_python_and_sums_to_virial(allegro_export, structure):
     kind, path = allegro_export
-    atoms = lammps_frame(culi_cell())
+    atoms = lammps_frame(culi_cell() if structure == "culi" else small_cell())
     got = per_atom_run(path, atoms)
     atoms.calc = QAllegroCalculator(path)
     # ASE's per-atom stresses are -W_i / V in Voigt order xx yy zz yz xz xy; LAMMPS: xx yy zz xy xz yz
