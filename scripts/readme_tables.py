@@ -15,6 +15,7 @@ rewrites what is between them from the file the command in README made:
 | demo, reproduce | bench/results/{demo,reproduce-culi}/ (table.md, runs.jsonl, command.json) | scripts/record_run.py |
 | train_compare | bench/results/train_compare_benzene.json | scripts/train_compare.py --summary |
 | pareto_study | bench/results/ethanol_allegro_pareto.txt | qallegro pareto (its printed table) |
+| laskaris2026_cpu | results/laskaris2026_cpu/report/report.md | qallegro study report studies/laskaris2026_cpu.yaml |
 
 Ratios are qallegro time / reference time in the same run (< 1: qallegro is faster); the "best
 reference" of a row is the fastest reference of that very row (mode, shape, dtype).
@@ -169,10 +170,24 @@ def table_pareto_study() -> str:
             f"{front[-1][1]:.0f} meV/Å at {front[-1][0]:.0f} ms (`bench/results/ethanol_allegro_pareto.{{txt,png}}`).")
 
 
+def table_laskaris2026_cpu() -> str:
+    """The status line, the claims table and its verdicts of the CPU study's committed report."""
+    report = REPO / "results" / "laskaris2026_cpu" / "report" / "report.md"
+    if not report.is_file():
+        raise FileNotFoundError(f"{report} is missing: run qallegro study report studies/laskaris2026_cpu.yaml "
+                                "-o results/laskaris2026_cpu/report")
+    text = report.read_text()
+    status = next(line for line in text.splitlines() if line.startswith("**Status:"))
+    claims = text.split("## The paper's claims on our data", 1)[1].split("## Can this scale", 1)[0].strip()
+    figures = " ".join(f"![{p.stem}](results/laskaris2026_cpu/report/{p.name})"
+                       for p in sorted(report.parent.glob("*.png")) if p.stem == "culi")
+    return "\n\n".join(x for x in (status, claims, figures) if x)
+
+
 TABLES: Dict[str, Callable[[], str]] = {
     "allegro_tp": table_allegro_tp, "allegro_e2e": table_allegro_e2e, "neighbor_list": table_neighbor_list,
     "demo": table_demo, "reproduce": table_reproduce, "train_compare": table_train_compare,
-    "pareto_study": table_pareto_study,
+    "pareto_study": table_pareto_study, "laskaris2026_cpu": table_laskaris2026_cpu,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,8 +90,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["study", "report", str(path), "-o", str(report_dir)]) == 0
     text = (report_dir / "report.md").read_text()
     for needle in ("## culi", "## benzene", "Allegro+QDI | most_accurate", "| culi |", "The paper's claims",
-                   "(3) transferred Allegro+QDI", "cpu clock", "32 /"):
+                   "(3) transferred Allegro+QDI", "cpu clock", "**Status: complete.**"):
         assert needle in text, needle
+    assert re.search(r"\| \d+ / \d+ \| [\d,]+ \|", text)   # atoms / edges of the benchmark, parameters
     for png in ("culi.png", "benzene.png"):
         assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((report_dir / "final.jsonl").read_text().splitlines()) == len(final)

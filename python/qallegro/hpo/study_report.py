@@ -139,7 +139,8 @@ def front_figure(cfg: StudyConfig, ds: str, trials, points, energy_only: bool, p
     ax.set_ylabel("energy MAE (meV/atom)" if energy_only else "force MAE (meV/Å)")
     ax.set_title(f"{cfg.name}: {ds}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6.5, loc="best")
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
     plt.close(fig)
