@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 import qallegro.train as qtrain
 from qallegro.cli import main
@@ -114,8 +115,8 @@ def test_killed_worker_loses_nothing(tmp_path):
     victim = None
     while time.monotonic() < deadline and victim is None:  # kill the worker inside its second trial
         try:
-            trials = _trials(cfg, "culi", "allegro")
-        except KeyError:
+            trials = _trials(cfg, "culi", "allegro") if (cfg.out / "studies.db").exists() else []
+        except (KeyError, OperationalError):  # study not created yet, or the database is being set up
             trials = []
         running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
         if running and sum(t.state == TrialState.COMPLETE for t in trials) >= 1:

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from qallegro.hpo.latency import LatencySettings
-from qallegro.hpo.space import SearchSpace, SpaceError, load_space, parse_space
+from qallegro.hpo.space import SearchSpace, SpaceError, _check_keys, load_space, parse_space
 
 _TOP = {"name", "out", "storage", "datasets", "kinds", "samo_cobra", "trial", "final", "latency", "description"}
 _DATASET = {"source", "limit", "size", "subset_seed", "target", "qm9_target", "split", "transfer_from", "trial", "final"}
@@ -142,16 +142,13 @@ def _fail(source: str, where: str, msg: str) -> StudyConfigError:
 
 
 def _mapping(value: Any, allowed: set, source: str, where: str, required: bool = False) -> Dict[str, Any]:
-    if value is None:
-        if required:
-            raise _fail(source, where, "required")
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(source, where, f"expected a mapping, got {type(value).__name__}")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise _fail(source, where, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    return dict(value)
+    """A mapping with only ``allowed`` keys (the search-space files' rule, with this file's error type)."""
+    if value is None and required:
+        raise _fail(source, where, "required")
+    try:
+        return _check_keys(value, allowed, source, where)
+    except SpaceError as err:
+        raise StudyConfigError(str(err)) from None
 
 
 def _int(value: Any, source: str, where: str, low: int = 0, none_ok: bool = False) -> Optional[int]:
