@@ -6,7 +6,9 @@ evaluations needed to reach 95% of it, at the SAMO-COBRA paper's reference point
 stored their evaluations) at a tight one, 1.1 x the true front's nadir. NSGA-II also runs on for
 ``--nsga-factor`` times the budget so that its evaluations-to-95% can be given when it needs more than
 40 d ("> N" when it never gets there). GPSampler is Optuna's Gaussian-process sampler (constrained
-LogEHVI for two objectives), the strongest an Optuna user has.
+LogEHVI for two objectives), the strongest an Optuna user has. SAMO-COBRA's infill criterion is the
+hypervolume at a reference point it is given: method "samo-cobra" is given the paper's point,
+"samo-cobra-tight" the tight one; both are scored at both points.
 
 Every run is cached in ``--cache`` (JSON lines; new runs go to the first file, all files are read),
 so an interrupted table resumes where it stopped. The table always has rows for every problem
@@ -145,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="JSON-lines run cache(s), comma-separated; new runs go to the last, all are read",
     )
     ap.add_argument("--out", default="bench/results/samo_cobra.md")
-    ap.add_argument("--json", default="bench/results/samo_cobra.json", help="the table's figures as JSON")
+    ap.add_argument("--json", default="bench/results/bench_samo_cobra.json", help="the table's figures as JSON (named like the pytest-benchmark suites')")
     ap.add_argument("--render-only", action="store_true", help="write the table from the cache, run nothing")
     ap.add_argument("--readme", default=None, help="also rewrite the table between README_MARKS in this file")
     ap.add_argument("--quick", action="store_true", help="one seed of BNH and CTP1, own cache and outputs")
@@ -153,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.quick:
         args.problems, args.seeds, args.first_seed = "BNH,CTP1", 1, 0
         args.cache = "bench/results/samo_cobra_quick_runs.jsonl"
-        args.out, args.json = "bench/results/samo_cobra_quick.md", "bench/results/samo_cobra_quick.json"
+        args.out, args.json = "bench/results/samo_cobra_quick.md", "bench/results/bench_samo_cobra_quick.json"
     caches = [Path(c) for c in args.cache.split(",")]
     cache_path = caches[-1]
     cache_path.parent.mkdir(parents=True, exist_ok=True)
