@@ -92,3 +92,13 @@ def test_shipped_studies_are_valid(name):
     assert [d for d in cfg.datasets if cfg.tuned(d, "allegro_qdi")] == ["culi"]
     assert cfg.datasets["qm9"].target == "energy"
     assert cfg.out.resolve() == (ROOT / "results" / name).resolve()
+
+
+@pytest.mark.parametrize("action", ["status", "report"])
+def test_reading_a_study_that_never_ran_creates_nothing(tmp_path, capsys, action):
+    from qallegro.cli import main
+
+    path = tiny_study(tmp_path)
+    assert main(["study", action, str(path)]) == 2
+    assert "no results of study 'tiny' yet (run: qallegro study run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+from pathlib import Path
 from typing import Tuple
 
 EXAMPLE = (
@@ -120,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_study_config(args.study)
     if args.action == "run":
         return run_study(cfg, args.workers, args.threads, STAGES[args.stage])
+    if cfg.storage.startswith("sqlite:///") and not Path(cfg.storage[len("sqlite:///"):]).is_file():
+        # reading a study must not create an empty database where a typo pointed
+        raise FileNotFoundError(f"{cfg.storage[len('sqlite:///'):]}: no results of study {cfg.name!r} yet "
+                                f"(run: qallegro study run {args.study})")
     if args.action == "status":
         return status(cfg)
     from qallegro.hpo.study_report import write_report
