@@ -19,32 +19,34 @@ namespace qallegro {
 namespace {
 
 void check_cpu(const at::Tensor& t, const char* op, const char* name) {
-    TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor (the CUDA code runs emulated on the CPU), got ",
-                t.device());
+    TORCH_CHECK(t.device().is_cpu(), op, ": ", name,
+                " must be a CPU tensor (the CUDA code runs emulated on the CPU), got ", t.device());
 }
 
 std::tuple<at::Tensor, at::Tensor> neighbor_list_emulated(const at::Tensor& positions, double cutoff,
                                                           const at::Tensor& cells, const at::Tensor& pbc,
-                                                          const at::Tensor& ptr) {
+                                                          const at::Tensor& ptr, bool reverse_threads) {
     check_cpu(positions, "_neighbor_list_cuda_emulated", "positions");
-    return nl_device::neighbor_list(SequentialLauncher{}, positions, cutoff, cells, pbc, ptr);
+    return nl_device::neighbor_list(SequentialLauncher{reverse_threads}, positions, cutoff, cells, pbc, ptr);
 }
 
 at::Tensor allegro_tp_emulated(const at::Tensor& tensor_features, const at::Tensor& env_edge,
                                const at::Tensor& edge_center, const at::Tensor& node_norm, const at::Tensor& weights,
-                               const at::Tensor& cg_indices, const at::Tensor& cg_values, int64_t dim_out) {
+                               const at::Tensor& cg_indices, const at::Tensor& cg_values, int64_t dim_out,
+                               bool reverse_threads) {
     check_cpu(tensor_features, "_allegro_tp_cuda_emulated", "tensor_features");
-    return tp_device::allegro_tp(SequentialLauncher{}, tensor_features, env_edge, edge_center, node_norm, weights,
-                                 cg_indices, cg_values, dim_out);
+    return tp_device::allegro_tp(SequentialLauncher{reverse_threads}, tensor_features, env_edge, edge_center,
+                                 node_norm, weights, cg_indices, cg_values, dim_out);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allegro_tp_backward_emulated(
     const at::Tensor& grad_out, const at::Tensor& tensor_features, const at::Tensor& env_edge,
     const at::Tensor& edge_center, const at::Tensor& node_norm, const at::Tensor& weights,
-    const at::Tensor& cg_indices, const at::Tensor& cg_values, std::array<bool, 4> output_mask) {
+    const at::Tensor& cg_indices, const at::Tensor& cg_values, std::array<bool, 4> output_mask,
+    bool reverse_threads) {
     check_cpu(tensor_features, "_allegro_tp_backward_cuda_emulated", "tensor_features");
-    return tp_device::allegro_tp_backward(SequentialLauncher{}, grad_out, tensor_features, env_edge, edge_center,
-                                          node_norm, weights, cg_indices, cg_values, output_mask);
+    return tp_device::allegro_tp_backward(SequentialLauncher{reverse_threads}, grad_out, tensor_features, env_edge,
+                                          edge_center, node_norm, weights, cg_indices, cg_values, output_mask);
 }
 
 }  // namespace

@@ -154,8 +154,8 @@ struct EdgeGradEnv {
         int u;
         if (!row_channel(ti, num_edges, mul, &e, &u)) return;
         const int64_t n = center[e];
-        scale_rows(node_norm[n], ChannelRows<const T>{G + n * dim2 * mul, mul}, Strided<T>{gy + e * mul * dim2, 1, dim2},
-                   dim2, u, u + 1);
+        scale_rows(node_norm[n], ChannelRows<const T>{G + n * dim2 * mul, mul},
+                   Strided<T>{gy + e * mul * dim2, 1, dim2}, dim2, u, u + 1);
     }
 };
 

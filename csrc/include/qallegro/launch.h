@@ -30,22 +30,27 @@ QALLEGRO_HD int64_t blocks_for(int64_t threads, int block_dim = kBlockThreads) {
     return (threads + block_dim - 1) / block_dim;
 }
 
-/// Runs `body` for every thread of a `grid` x `block_dim` launch, sequentially, in (block, thread)
-/// order: how the CPU test build runs a CUDA kernel body. Bodies own their outputs per thread (no
-/// atomics, no barriers), so the order cannot change what they compute. Host only.
+/// Runs `body` for every thread of a `grid` x `block_dim` launch, sequentially: how the CPU test
+/// build runs a CUDA kernel body. In (block, thread) order, or in the exact reverse order when
+/// `reverse`: on a GPU the threads run concurrently, so a body whose result depends on the order
+/// (it reads what another thread of the same launch writes, or two threads write one element)
+/// is a race, and running both orders is how the tests catch it. Host only.
 template <class Body>
-inline void launch_sequential(int64_t grid, int block_dim, const Body& body) {
-    for (int64_t b = 0; b < grid; ++b)
-        for (int64_t t = 0; t < block_dim; ++t) body(ThreadIndex{b, t, block_dim});
+inline void launch_sequential(int64_t grid, int block_dim, const Body& body, bool reverse = false) {
+    for (int64_t k = 0; k < grid * block_dim; ++k) {
+        const int64_t g = reverse ? grid * block_dim - 1 - k : k;
+        body(ThreadIndex{g / block_dim, g % block_dim, block_dim});
+    }
 }
 
 /// The launcher of the CPU test build, with the interface of the CUDA one: `launch(name, threads,
 /// body)` runs `body` over `threads` threads in blocks of kBlockThreads (nothing when `threads` is 0;
 /// `body` returns early for the indices past `threads` in the last block, as on the GPU).
 struct SequentialLauncher {
+    bool reverse = false;  ///< run the threads last to first (see launch_sequential)
     template <class Body>
     void operator()(const char* /*name*/, int64_t threads, const Body& body) const {
-        if (threads > 0) launch_sequential(blocks_for(threads), kBlockThreads, body);
+        if (threads > 0) launch_sequential(blocks_for(threads), kBlockThreads, body, reverse);
     }
 };
 
