@@ -74,8 +74,8 @@ std::vector<T> weighted_table(const tp::Plan& plan, const T* coeff, const T* w, 
 // s[j][u] = sum of the node's env_edge rows ([mul][dim2] each, transposed on the fly).
 template <typename T>
 void node_sum(const Csr& csr, int64_t n, const T* y, int mul, int64_t dim2, T* s) {
-    tp::neighbor_sum(y, csr.order.empty() ? nullptr : csr.order.data(), csr.ptr[n], csr.ptr[n + 1], mul,
-                     static_cast<int>(dim2), tp::ChannelRows<T>{s, mul}, 0, mul);
+    tp::neighbor_sum(y, csr.order.empty() ? nullptr : csr.order.data(), csr.ptr[n], csr.ptr[n + 1], mul, dim2,
+                     tp::ChannelRows<T>{s, mul}, 0, mul);
 }
 
 // [mul][dim] <-> [dim][mul] copies of one edge's rows (MUL > 0: compile-time channel count).

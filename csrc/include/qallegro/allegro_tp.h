@@ -115,14 +115,14 @@ QALLEGRO_HD void weighted_table_row(const Plan& plan, const T* coeff, const T* w
 /// e = order[pos], pos in [begin, end) (order == nullptr: e = pos, edges already grouped), for
 /// channels [u_begin, u_end). env_edge: the op's [E][mul][dim2]; s: [dim2][mul] view, zeroed here.
 template <typename T, class SV>
-QALLEGRO_HD void neighbor_sum(const T* env_edge, const int64_t* order, int64_t begin, int64_t end, int mul, int dim2,
-                              SV s, int u_begin, int u_end) {
-    for (int j = 0; j < dim2; ++j)
-        for (int u = u_begin; u < u_end; ++u) s(j, u) = T(0);
+QALLEGRO_HD void neighbor_sum(const T* env_edge, const int64_t* order, int64_t begin, int64_t end, int64_t mul,
+                              int64_t dim2, SV s, int u_begin, int u_end) {
+    for (int64_t j = 0; j < dim2; ++j)
+        for (int64_t u = u_begin; u < u_end; ++u) s(j, u) = T(0);
     for (int64_t pos = begin; pos < end; ++pos) {
         const T* ye = env_edge + (order == nullptr ? pos : order[pos]) * mul * dim2;
-        for (int u = u_begin; u < u_end; ++u)
-            for (int j = 0; j < dim2; ++j) s(j, u) += ye[u * dim2 + j];
+        for (int64_t u = u_begin; u < u_end; ++u)
+            for (int64_t j = 0; j < dim2; ++j) s(j, u) += ye[u * dim2 + j];
     }
 }
 
