@@ -196,8 +196,10 @@ def _reference_vjp(inputs, grad_out):
 def test_allegro_tp_forward_and_backward_match_reference_and_cpu(l_max, parity, layer):
     irreps = tp_irreps(l_max, parity, layer)
     rtol, atol = TOL[torch.float64]
-    # (mul, edges, atoms, centres grouped): atoms without edges, several blocks of threads, mul = 1
-    for seed, (mul, e, n, grouped) in enumerate([(3, 50, 9, False), (8, 70, 12, True), (1, 9, 30, False)]):
+    # (mul, edges, atoms, centres grouped): atoms without edges, mul = 1, and node and edge stages of
+    # several blocks of threads (the last block's idle threads must write nothing)
+    sizes = [(3, 50, 9, False), (8, 70, 12, True), (1, 9, 30, False), (5, 200, 60, False)]
+    for seed, (mul, e, n, grouped) in enumerate(sizes):
         inputs = tp_sample_inputs(irreps, mul, e, n, torch.float64, seed=300 + seed, grouped=grouped)
         got = allegro_tp_cuda_emulated(*inputs)
         # threads that depend on each other's writes would change the result with their order
