@@ -25,6 +25,14 @@ TORCH_LIBRARY(qallegro, m) {
     // in each differentiable input), so derivatives of every order exist.
     m.def("allegro_tp_backward(Tensor grad_out, Tensor tensor_features, Tensor env_edge, Tensor edge_center, Tensor node_norm, Tensor weights, Tensor cg_indices, Tensor cg_values, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 
+    // ---- the CUDA code run on the CPU, for tests only ---------------------------------------
+    // Same schemas as neighbor_list / allegro_tp / allegro_tp_backward, on CPU tensors: the CUDA
+    // ops' host code and kernel bodies run with a sequential launcher (csrc/cpu/cuda_emulated.cpp),
+    // threads first to last, or last to first when reverse_threads (a result that changes is a race).
+    m.def("_neighbor_list_cuda_emulated(Tensor positions, float cutoff, Tensor cells, Tensor pbc, Tensor ptr, bool reverse_threads=False) -> (Tensor, Tensor)");
+    m.def("_allegro_tp_cuda_emulated(Tensor tensor_features, Tensor env_edge, Tensor edge_center, Tensor node_norm, Tensor weights, Tensor cg_indices, Tensor cg_values, int dim_out, bool reverse_threads=False) -> Tensor");
+    m.def("_allegro_tp_backward_cuda_emulated(Tensor grad_out, Tensor tensor_features, Tensor env_edge, Tensor edge_center, Tensor node_norm, Tensor weights, Tensor cg_indices, Tensor cg_values, bool[4] output_mask, bool reverse_threads=False) -> (Tensor, Tensor, Tensor, Tensor)");
+
     // ---- qdi (issue 5) ------------------------------------------------------------------------
     // Batched QDI circuits (csrc/include/qallegro/qdi_program.h): inputs [B, F] (angles, rad),
     // weights [uploads, depth, n_qubits, K] (K = 3 "strong", 1 "basic"), F = uploads * n_qubits.

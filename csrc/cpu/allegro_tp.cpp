@@ -66,19 +66,16 @@ template <typename T>
 std::vector<T> weighted_table(const tp::Plan& plan, const T* coeff, const T* w, int64_t mul, int64_t num_paths) {
     std::vector<T> cw(static_cast<size_t>(plan.num_entries * mul));
     for (int t = 0; t < plan.num_entries; ++t)
-        for (int64_t u = 0; u < mul; ++u) cw[t * mul + u] = coeff[t] * w[u * num_paths + plan.entry_path[t]];
+        tp::weighted_table_row(plan, coeff, w, static_cast<int>(num_paths), t, tp::ChannelRows<T>{cw.data(), mul}, 0,
+                               static_cast<int>(mul));
     return cw;
 }
 
 // s[j][u] = sum of the node's env_edge rows ([mul][dim2] each, transposed on the fly).
 template <typename T>
-void node_sum(const Csr& csr, int64_t n, const T* y, int64_t mul, int64_t dim2, T* s) {
-    std::fill(s, s + dim2 * mul, T(0));
-    for (int64_t pos = csr.ptr[n]; pos < csr.ptr[n + 1]; ++pos) {
-        const T* ye = y + csr.edge(pos) * mul * dim2;
-        for (int64_t u = 0; u < mul; ++u)
-            for (int64_t j = 0; j < dim2; ++j) s[j * mul + u] += ye[u * dim2 + j];
-    }
+void node_sum(const Csr& csr, int64_t n, const T* y, int mul, int64_t dim2, T* s) {
+    tp::neighbor_sum(y, csr.order.empty() ? nullptr : csr.order.data(), csr.ptr[n], csr.ptr[n + 1], mul, dim2,
+                     tp::ChannelRows<T>{s, mul}, 0, mul);
 }
 
 // [mul][dim] <-> [dim][mul] copies of one edge's rows (MUL > 0: compile-time channel count).
@@ -118,7 +115,7 @@ struct ForwardJob {
         for (int64_t n = begin; n < end; ++n) {
             if (csr->ptr[n] == csr->ptr[n + 1]) continue;
             node_sum(*csr, n, y, mul, z.dim2, env.data());
-            for (T& v : env) v *= nn[n];
+            tp::scale_rows(nn[n], ev, ev, static_cast<int>(z.dim2), 0, mul);
             tp::node_matrix<T, MUL>(plan, cwv, ev, av, 0, mul);
             for (int64_t pos = csr->ptr[n]; pos < csr->ptr[n + 1]; ++pos) {
                 const int64_t e = csr->edge(pos);
@@ -150,13 +147,15 @@ struct BackwardJob {
             G(z.dim2 * mul), xt(z.dim1 * mul), gt(z.dim_out * mul), gxt(z.dim1 * mul);
         const tp::ChannelRows<const T> cwv{cw, mul}, xv{xt.data(), mul}, gv{gt.data(), mul}, avc{A.data(), mul},
             evc{env.data(), mul}, bvc{B.data(), mul};
-        const tp::ChannelRows<T> av{A.data(), mul}, bv{B.data(), mul}, Gv{G.data(), mul}, gxv{gxt.data(), mul};
+        const tp::ChannelRows<T> av{A.data(), mul}, bv{B.data(), mul}, Gv{G.data(), mul}, gxv{gxt.data(), mul},
+            sv{s.data(), mul}, ev{env.data(), mul};
+        const int dim2 = static_cast<int>(z.dim2);
         for (int64_t c = cbegin; c < cend; ++c) {
             const tp::ChannelRows<T> gwv{want[3] ? gw_chunk + c * z.num_paths * mul : nullptr, mul};
             for (int64_t n = c * z.num_nodes / num_chunks; n < (c + 1) * z.num_nodes / num_chunks; ++n) {
                 if (csr->ptr[n] == csr->ptr[n + 1]) continue;
                 node_sum(*csr, n, y, mul, z.dim2, s.data());
-                for (int64_t a = 0; a < z.dim2 * mul; ++a) env[a] = nn[n] * s[a];
+                tp::scale_rows(nn[n], sv, ev, dim2, 0, mul);
                 if (want[0]) tp::node_matrix<T, MUL>(plan, cwv, evc, av, 0, mul);
                 if (want_B) std::fill(B.begin(), B.end(), T(0));
                 for (int64_t pos = csr->ptr[n]; pos < csr->ptr[n + 1]; ++pos) {
@@ -170,13 +169,9 @@ struct BackwardJob {
                 if (!want_B) continue;
                 tp::node_backward<T, MUL>(plan, coeff, cwv, evc, bvc, Gv, gwv, static_cast<int>(z.dim2), want_G, want[3],
                                           0, mul);
-                if (want[2]) {  // d node_norm[n] = <G, s>
-                    T acc = T(0);
-                    for (int64_t a = 0; a < z.dim2 * mul; ++a) acc += G[a] * s[a];
-                    gnn[n] = acc;
-                }
+                if (want[2]) gnn[n] = tp::channel_dot<T>(Gv, sv, dim2, 0, mul);  // d node_norm[n] = <G, s>
                 if (want[1]) {  // d env_edge[e] = node_norm[n] * G, the same for every edge of n
-                    for (T& v : G) v *= nn[n];
+                    tp::scale_rows(nn[n], Gv, Gv, dim2, 0, mul);
                     for (int64_t pos = csr->ptr[n]; pos < csr->ptr[n + 1]; ++pos)
                         transpose_out<T, MUL>(G.data(), mul, z.dim2, gy + csr->edge(pos) * mul * z.dim2);
                 }

@@ -101,6 +101,49 @@ struct Strided {
     QALLEGRO_HD T& operator()(int64_t r, int64_t u) const { return data[r * row_stride + u * channel_stride]; }
 };
 
+/// cw[t][u] = c_t * w[u, p_t] for row t of the table and channels [u_begin, u_end): the table with
+/// each channel's weights folded in, computed once per call. coeff: [K]; w: [mul][num_paths].
+template <typename T, class CWV>
+QALLEGRO_HD void weighted_table_row(const Plan& plan, const T* coeff, const T* w, int num_paths, int t, CWV cw,
+                                    int u_begin, int u_end) {
+    const T c = coeff[t];
+    const int p = plan.entry_path[t];
+    for (int u = u_begin; u < u_end; ++u) cw(t, u) = c * w[static_cast<int64_t>(u) * num_paths + p];
+}
+
+/// Neighbour sum of one node: s[j][u] = sum_e env_edge[e][u][j] over its edges
+/// e = order[pos], pos in [begin, end) (order == nullptr: e = pos, edges already grouped), for
+/// channels [u_begin, u_end). env_edge: the op's [E][mul][dim2]; s: [dim2][mul] view, zeroed here.
+template <typename T, class SV>
+QALLEGRO_HD void neighbor_sum(const T* env_edge, const int64_t* order, int64_t begin, int64_t end, int64_t mul,
+                              int64_t dim2, SV s, int u_begin, int u_end) {
+    for (int64_t j = 0; j < dim2; ++j)
+        for (int64_t u = u_begin; u < u_end; ++u) s(j, u) = T(0);
+    for (int64_t pos = begin; pos < end; ++pos) {
+        const T* ye = env_edge + (order == nullptr ? pos : order[pos]) * mul * dim2;
+        for (int64_t u = u_begin; u < u_end; ++u)
+            for (int64_t j = 0; j < dim2; ++j) s(j, u) += ye[u * dim2 + j];
+    }
+}
+
+/// dst[r][u] = factor * src[r][u] for rows [0, rows) and channels [u_begin, u_end) (dst may be src):
+/// the node_norm scaling, env = node_norm[n] * s and d env_edge = node_norm[n] * G.
+template <typename T, class SRC, class DST>
+QALLEGRO_HD void scale_rows(T factor, SRC src, DST dst, int rows, int u_begin, int u_end) {
+    for (int r = 0; r < rows; ++r)
+        for (int u = u_begin; u < u_end; ++u) dst(r, u) = factor * src(r, u);
+}
+
+/// sum_{r, u} a[r][u] b[r][u] over rows [0, rows) and channels [u_begin, u_end), summed in (r, u)
+/// order: d node_norm[n] = <G, s>.
+template <typename T, class AV, class BV>
+QALLEGRO_HD T channel_dot(AV a, BV b, int rows, int u_begin, int u_end) {
+    T acc = T(0);
+    for (int r = 0; r < rows; ++r)
+        for (int u = u_begin; u < u_end; ++u) acc += a(r, u) * b(r, u);
+    return acc;
+}
+
 /// A[m][u] = sum_{t: pair(t)=m} cw[t][u] * env[j_t][u]; cw[t][u] = c_t * w[u, p_t] (pre-multiplied
 /// once per call). A: [M][mul], env: [dim2][mul].
 template <typename T, int kChannels = 0, class CW, class EV, class AV>

@@ -243,3 +243,49 @@ def cg_table(
     if not rows:
         return torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=dtype)
     return torch.tensor(rows, dtype=torch.long), torch.tensor(values, dtype=torch.float64).to(dtype)
+
+
+def allegro_tp_cuda_emulated(
+    tensor_features: torch.Tensor,
+    env_edge: torch.Tensor,
+    edge_center: torch.Tensor,
+    node_norm: torch.Tensor,
+    weights: torch.Tensor,
+    cg_indices: torch.Tensor,
+    cg_values: torch.Tensor,
+    dim_out: int,
+    reverse_threads: bool = False,
+) -> torch.Tensor:
+    """The CUDA ``allegro_tp`` run on the CPU, for tests only (``qallegro::_allegro_tp_cuda_emulated``).
+
+    Same contract as :func:`allegro_tp` on CPU tensors, not differentiable: the CUDA op's host code and
+    kernel bodies launched one thread after the other (last to first when ``reverse_threads``; a result
+    that depends on the order is a race on a GPU), so that code is tested without a GPU.
+    """
+    return torch.ops.qallegro._allegro_tp_cuda_emulated(
+        tensor_features, env_edge, edge_center, node_norm, weights, cg_indices, cg_values, dim_out, reverse_threads
+    )
+
+
+def allegro_tp_backward_cuda_emulated(
+    grad_out: torch.Tensor,
+    tensor_features: torch.Tensor,
+    env_edge: torch.Tensor,
+    edge_center: torch.Tensor,
+    node_norm: torch.Tensor,
+    weights: torch.Tensor,
+    cg_indices: torch.Tensor,
+    cg_values: torch.Tensor,
+    output_mask: Sequence[bool] = (True, True, True, True),
+    reverse_threads: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CUDA ``allegro_tp_backward`` run on the CPU, for tests only.
+
+    Returns the vector-Jacobian product (d tensor_features [E, mul, dim1], d env_edge [E, mul, dim2],
+    d node_norm [N], d weights [mul, P]) of ``sum(grad_out * allegro_tp(...))``; entries whose
+    ``output_mask`` flag is False are zeros. ``reverse_threads``: as in :func:`allegro_tp_cuda_emulated`.
+    """
+    return torch.ops.qallegro._allegro_tp_backward_cuda_emulated(
+        grad_out, tensor_features, env_edge, edge_center, node_norm, weights, cg_indices, cg_values,
+        [bool(m) for m in output_mask], reverse_threads,
+    )

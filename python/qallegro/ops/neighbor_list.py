@@ -117,3 +117,23 @@ def neighbor_list(
     pbc_t = _as_pbc(pbc, has_cell, positions.device)
     ptr = torch.tensor([0, positions.shape[0]], dtype=torch.long, device=positions.device)
     return batched_neighbor_list(positions, cutoff, cell[None], pbc_t[None], ptr, use_kernel=use_kernel)
+
+
+def neighbor_list_cuda_emulated(
+    positions: torch.Tensor,
+    cutoff: float,
+    cells: torch.Tensor,
+    pbc: torch.Tensor,
+    ptr: torch.Tensor,
+    reverse_threads: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The CUDA neighbour list run on the CPU, for tests only (``qallegro::_neighbor_list_cuda_emulated``).
+
+    Same arguments and results as :func:`batched_neighbor_list` (CPU tensors): the CUDA op's host code
+    and kernel bodies, launched one thread after the other (last to first when ``reverse_threads``;
+    a result that depends on the order is a race on a GPU), so that code is tested without a GPU.
+    Single-threaded and slow; models never call it.
+    """
+    return torch.ops.qallegro._neighbor_list_cuda_emulated(
+        positions, float(cutoff), cells.to(positions.dtype), pbc.to(torch.bool), ptr.to(torch.long), reverse_threads
+    )
