@@ -11,12 +11,28 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "qallegro/qdi_check.h"
+#include "qallegro/qdi_fused.h"
 #include "qallegro/qdi_program.h"
+
+namespace qallegro {
+namespace qdi {
+// the fused simulator (csrc/cpu/qdi_fused.cpp)
+template <typename T>
+void fused_forward(const Program& prog, const Chains& chains, const std::vector<StepMats<T>>& mats,
+                   const at::Tensor& x, at::Tensor& y, at::Tensor& state);
+template <typename T>
+void fused_backward(const Program& prog, const Chains& chains, const std::vector<StepMats<T>>& mats,
+                    const at::Tensor& x, const at::Tensor& gy, const at::Tensor& state, at::Tensor& gx,
+                    at::Tensor& gw);
+}  // namespace qdi
+}  // namespace qallegro
 
 // Lane vectors are passed by value only between always-inlined functions: no ABI is involved.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -53,6 +69,21 @@ bool use_avx2() {
 constexpr int kLaneQubitLimit = 14;
 
 enum class Pass { kForward, kBackward, kDoubleBackward };
+
+// Above this the 2^n x 2^n unitaries (16 MiB each at 10 qubits in complex128) stop paying off.
+constexpr int kMaxFusedQubits = 12;
+
+// Which simulator runs a first-order pass: QALLEGRO_QDI_SIMULATOR=fused|gates forces one (the tests and
+// the benchmark compare both); otherwise the cheaper one by the cost model of qallegro/qdi_fused.h.
+bool use_fused(const Program& prog, int64_t batch) {
+    if (prog.n_qubits > kMaxFusedQubits || batch == 0) return false;
+    const char* env = std::getenv("QALLEGRO_QDI_SIMULATOR");
+    const std::string choice = env ? env : "auto";
+    if (choice == "fused") return true;
+    if (choice == "gates") return false;
+    TORCH_CHECK(choice == "auto", "QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused' or 'gates', got '", choice, "'");
+    return fused_cost(prog, batch) < gate_cost(prog, batch);
+}
 
 // Runs a pass over the batch on all threads with the best lane engine for this CPU.
 template <typename T>
@@ -120,6 +151,10 @@ std::tuple<at::Tensor, at::Tensor> qdi_cpu(const at::Tensor& inputs, const at::T
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_cpu", [&] {
         const auto theta = weight_theta<scalar_t>(prog, w);
         const auto mats = prepare_steps<scalar_t>(prog, theta.data(), nullptr);
+        if (use_fused(prog, x.size(0))) {
+            fused_forward<scalar_t>(prog, chains, mats, x, y, state);
+            return;
+        }
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.y = y.data_ptr<scalar_t>();
         job.state_out = reinterpret_cast<scalar_t*>(state.data_ptr());
@@ -143,6 +178,10 @@ std::tuple<at::Tensor, at::Tensor> qdi_backward_cpu(const at::Tensor& grad_outpu
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_backward_cpu", [&] {
         const auto theta = weight_theta<scalar_t>(prog, w);
         const auto mats = prepare_steps<scalar_t>(prog, theta.data(), nullptr);
+        if (use_fused(prog, x.size(0))) {
+            fused_backward<scalar_t>(prog, chains, mats, x, gy, st, gx, gw);
+            return;
+        }
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.gy = gy.data_ptr<scalar_t>();
         job.state_in = reinterpret_cast<const scalar_t*>(st.data_ptr());
