@@ -50,10 +50,10 @@ inline std::vector<Segment> upload_segments(const Program& prog) {
     return segs;
 }
 
-/// Embedding factor A = R(x) pre of a block step (E = (x)_q A_q).
+/// Embedding factor A = R(x) pre of a block step (E = (x)_q A_q), from c = cos(x/2), s = sin(x/2).
 template <typename T>
-QALLEGRO_HD Mat2<T> embedding_matrix(const StepMats<T>& sm, T x) {
-    return mat2_mul(factor_matrix<T>(sm.emb_kind, x), sm.pre);
+QALLEGRO_HD Mat2<T> embedding_matrix(const StepMats<T>& sm, T c, T s) {
+    return mat2_mul(factor_matrix_cs<T>(sm.emb_kind, c, s), sm.pre);
 }
 
 /// s <- m s on qubit bit `bit` of one state (interleaved complex, dim amplitudes).

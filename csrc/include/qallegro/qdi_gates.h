@@ -57,11 +57,11 @@ QALLEGRO_QDI_PAIR Mat2<T> mat2_identity() {
     return m;
 }
 
-/// Matrix of a factor: a Pauli rotation by angle t (radians) or the Hadamard (t ignored).
+/// Matrix of a factor from c = cos(t/2), s = sin(t/2): a Pauli rotation by angle t (radians) or the
+/// Hadamard (c, s ignored). Callers that meet the same angle often pass precomputed c, s.
 template <typename T>
-QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
+QALLEGRO_QDI_PAIR Mat2<T> factor_matrix_cs(int32_t kind, T c, T s) {
     Mat2<T> m = mat2_zero<T>();
-    const T c = cos(t / 2), s = sin(t / 2);
     if (kind == kRX) {  // [[c, -is], [-is, c]]
         m.re[0][0] = m.re[1][1] = c;
         m.im[0][1] = m.im[1][0] = -s;
@@ -79,6 +79,12 @@ QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
         m.re[1][1] = -h;
     }
     return m;
+}
+
+/// Matrix of a factor: a Pauli rotation by angle t (radians) or the Hadamard (t ignored).
+template <typename T>
+QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
+    return factor_matrix_cs<T>(kind, cos(t / 2), sin(t / 2));
 }
 
 /// d/dt of a Pauli rotation: dR/dt = -(i/2) P R(t). (The Hadamard has no parameter: zero.)
