@@ -170,19 +170,19 @@ void variational_adjoint(const Program& prog, const Chains& chains, const std::v
     }
 }
 
-/// Estimated work (arbitrary units, fitted on a CPU) of the gate-by-gate and the fused simulators for
-/// one forward + backward; the driver picks the smaller. Gate-by-gate: every block step is a pass over
-/// 2^n amplitudes per sample (forward once, backward ~3 passes). Fused: per upload ~4 complex GEMMs of
-/// batch x 2^n x 2^n at BLAS speed, plus building V and its adjoint over the 2^n basis states.
+/// Estimated time (microseconds) of one forward + backward by the gate-by-gate and by the fused
+/// simulator, fitted to CPU-time measurements of both (float64, 1 thread, B = 64 and 4096, n = 2..8,
+/// bench/bench_qdi.py); the driver runs the smaller. Gate-by-gate: a pass over 2^n amplitudes per
+/// block step and sample, plus a per-step overhead. Fused: per sample ~4 GEMM rows of 2^n x 2^n per
+/// upload and the embedding rotations; per call building V and its adjoint over the basis states.
 inline double gate_cost(const Program& prog, int64_t batch) {
-    return 4.0 * double(batch) * double(prog.steps.size()) * double(prog.dim());
+    const double steps = double(prog.steps.size()), d = double(prog.dim());
+    return double(batch) * (0.0017 * steps * d + 0.04 * steps);
 }
 inline double fused_cost(const Program& prog, int64_t batch) {
-    const double d = double(prog.dim());
-    const double gemm = 4.0 * prog.uploads * double(batch) * d * d * 0.25;  // BLAS runs ~4x the gate loops' rate
-    const double per_sample = 6.0 * double(batch) * prog.n_inputs * d;
-    const double matrix = 3.0 * d * double(prog.steps.size()) * d;
-    return gemm + per_sample + matrix;
+    const double steps = double(prog.steps.size()), d = double(prog.dim());
+    const double per_sample = 3.4e-4 * prog.uploads * d * d + 0.0098 * prog.n_inputs * d + 0.3;
+    return double(batch) * per_sample + 0.01 * d * d * steps + 200.0;
 }
 
 }  // namespace qdi
