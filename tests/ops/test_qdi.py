@@ -14,12 +14,15 @@ pytestmark = pytest.mark.skipif(not HAS_KERNELS, reason="compiled qallegro ops n
 
 COMBOS = list(itertools.product(ROTATIONS, ENTANGLERS, ROTATIONS, MEASUREMENT_MODES))
 SIMULATORS = ("fused", "gates")
+# the CUDA kernel bodies and launch sequence on the sequential CPU launcher
+ALL_SIMULATORS = SIMULATORS + ("device-kernels",)
 
 
-@pytest.fixture(params=SIMULATORS)
+@pytest.fixture(params=ALL_SIMULATORS)
 def simulator(request, monkeypatch):
-    """Runs a test with the fused simulator (one unitary per upload, GEMM) and with the gate-by-gate one;
-    the op otherwise picks by its cost model. Second derivatives always run gate by gate."""
+    """Runs a test with the fused simulator (one unitary per upload, GEMM), the gate-by-gate one (the op
+    otherwise picks between them by its cost model; second derivatives always run gate by gate) and the
+    CUDA kernels' bodies on the sequential CPU launcher (all orders)."""
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", request.param)
     return request.param
 
@@ -139,7 +142,7 @@ def test_fused_equals_gate_by_gate_on_larger_registers(monkeypatch, n, uploads, 
 def test_simulator_choice_is_checked(monkeypatch):
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", "fast")
     x, w = sample_inputs(n=2, batch=2)
-    with pytest.raises(RuntimeError, match="QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused' or 'gates', got 'fast'"):
+    with pytest.raises(RuntimeError, match="QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates' or 'device-kernels', got 'fast'"):
         qdi(x, w)
 
 
