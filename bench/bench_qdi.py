@@ -42,6 +42,7 @@ BATCHES = (4096, 65536)
 CHECK_SAMPLES = 8
 STEP_LIMIT_S = 60.0  # a reference whose step would take longer is not timed (the JSON says so)
 MEMORY_LIMIT = 6 * 2**30  # bytes of state vectors an implementation may keep
+CHUNK = 4096  # pieces a reference runs in when its tape for the whole batch would not fit
 RESULTS = Path(__file__).parent / "results" / "bench_qdi.json"
 
 
@@ -116,8 +117,8 @@ def sweep(threads: int, qubits, batches, impls) -> List[dict]:
                 key = (impl, n, batch)
                 need = batch * 2**n * 16 * state_copies(impl, n)
                 chunk = None
-                if need > MEMORY_LIMIT and not impl.startswith("qallegro") and batch > min(batches):
-                    chunk = min(batches)  # a reference whose tape does not fit runs in pieces
+                if need > MEMORY_LIMIT and not impl.startswith("qallegro") and batch > CHUNK:
+                    chunk = CHUNK  # a reference whose tape does not fit runs in pieces
                     need = chunk * 2**n * 16 * state_copies(impl, n)
                 if need > MEMORY_LIMIT:
                     skipped[key] = f"needs ~{need / 2**30:.0f} GiB of states (limit {MEMORY_LIMIT / 2**30:.0f})"
@@ -260,7 +261,7 @@ def table(path: Path) -> str:
     skipped = sorted({f"{r['reference']} at n={r['n_qubits']}, batch {r['batch']:,}: {r['skipped']}"
                       for rs in groups.values() for r in rs if r.get("skipped")})
     if any(r.get("reference_chunk") for rs in groups.values() for r in rs):
-        lines += ["", "\\* run in pieces of 4,096 samples: its autograd tape for the whole batch needs more than "
+        lines += ["", f"\\* run in pieces of {CHUNK:,} samples: its autograd tape for the whole batch needs more than "
                   f"{MEMORY_LIMIT / 2**30:.0f} GiB."]
     if skipped:
         lines += ["", "Not timed: " + "; ".join(skipped) + "."]
