@@ -246,7 +246,7 @@ def table(path: Path) -> str:
     for r in data["rows"]:
         if not r.get("e2e") and r.get("implementation") == "qallegro":
             groups.setdefault(r["group"], []).append(r)
-    fmt = lambda s: "–" if s is None else (f"{1e3 * s:,.1f} ms" if s < 10 else f"{s:,.1f} s")  # noqa: E731
+    fmt = lambda s: "–" if s is None else (f"{1e3 * s:.1f} ms" if s < 1 else f"{s:,.2f} s")  # noqa: E731
     for group in sorted(groups, key=lambda g: (groups[g][0]["threads"], groups[g][0]["batch"], groups[g][0]["n_qubits"])):
         rs = groups[group]
         by_ref = {r.get("reference"): r for r in rs}
