@@ -11,12 +11,39 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "qallegro/qdi_check.h"
+#include "qallegro/qdi_fused.h"
 #include "qallegro/qdi_program.h"
+
+namespace qallegro {
+namespace qdi {
+// the fused simulator (csrc/cpu/qdi_fused.cpp)
+template <typename T>
+void fused_forward(const Program& prog, const Chains& chains, const std::vector<StepMats<T>>& mats,
+                   const at::Tensor& x, at::Tensor& y, at::Tensor& state);
+template <typename T>
+void fused_backward(const Program& prog, const Chains& chains, const std::vector<StepMats<T>>& mats,
+                    const at::Tensor& x, const at::Tensor& gy, const at::Tensor& state, at::Tensor& gx,
+                    at::Tensor& gw);
+// the CUDA kernels' bodies and launch sequence on a sequential CPU launcher (csrc/cpu/qdi_kernels_cpu.cpp)
+template <typename T>
+void device_kernels_forward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                            at::Tensor& y, at::Tensor& state);
+template <typename T>
+void device_kernels_backward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                             const at::Tensor& gy, const at::Tensor& state, at::Tensor& gx, at::Tensor& gw);
+template <typename T>
+void device_kernels_double_backward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                                    const at::Tensor& tx, const at::Tensor& gy, at::Tensor& jvp, at::Tensor& gx,
+                                    at::Tensor& gw);
+}  // namespace qdi
+}  // namespace qallegro
 
 // Lane vectors are passed by value only between always-inlined functions: no ABI is involved.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -53,6 +80,27 @@ bool use_avx2() {
 constexpr int kLaneQubitLimit = 14;
 
 enum class Pass { kForward, kBackward, kDoubleBackward };
+
+// Above this the 2^n x 2^n unitaries (16 MiB each at 10 qubits in complex128) stop paying off.
+constexpr int kMaxFusedQubits = 12;
+
+enum class Simulator { kGates, kFused, kDeviceKernels };
+
+// Which simulator runs a pass: QALLEGRO_QDI_SIMULATOR=fused|gates forces one (the tests and the benchmark
+// compare both), =device-kernels runs the CUDA kernel bodies on a sequential CPU launcher (tests only);
+// otherwise the cheaper of fused and gate-by-gate by the cost model of qallegro/qdi_fused.h. Second
+// derivatives have no fused form and run gate by gate.
+Simulator choose(const Program& prog, int64_t batch, Pass pass) {
+    const char* env = std::getenv("QALLEGRO_QDI_SIMULATOR");
+    const std::string choice = env ? env : "auto";
+    TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "gates" || choice == "device-kernels",
+                "QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates' or 'device-kernels', got '", choice, "'");
+    if (choice == "device-kernels") return Simulator::kDeviceKernels;
+    if (pass == Pass::kDoubleBackward || prog.n_qubits > kMaxFusedQubits || batch == 0 || choice == "gates")
+        return Simulator::kGates;
+    if (choice == "fused") return Simulator::kFused;
+    return fused_cost(prog, batch) < gate_cost(prog, batch) ? Simulator::kFused : Simulator::kGates;
+}
 
 // Runs a pass over the batch on all threads with the best lane engine for this CPU.
 template <typename T>
@@ -120,6 +168,9 @@ std::tuple<at::Tensor, at::Tensor> qdi_cpu(const at::Tensor& inputs, const at::T
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_cpu", [&] {
         const auto theta = weight_theta<scalar_t>(prog, w);
         const auto mats = prepare_steps<scalar_t>(prog, theta.data(), nullptr);
+        const Simulator sim = choose(prog, x.size(0), Pass::kForward);
+        if (sim == Simulator::kFused) return fused_forward<scalar_t>(prog, chains, mats, x, y, state);
+        if (sim == Simulator::kDeviceKernels) return device_kernels_forward<scalar_t>(prog, mats, x, y, state);
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.y = y.data_ptr<scalar_t>();
         job.state_out = reinterpret_cast<scalar_t*>(state.data_ptr());
@@ -143,6 +194,10 @@ std::tuple<at::Tensor, at::Tensor> qdi_backward_cpu(const at::Tensor& grad_outpu
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_backward_cpu", [&] {
         const auto theta = weight_theta<scalar_t>(prog, w);
         const auto mats = prepare_steps<scalar_t>(prog, theta.data(), nullptr);
+        const Simulator sim = choose(prog, x.size(0), Pass::kBackward);
+        if (sim == Simulator::kFused) return fused_backward<scalar_t>(prog, chains, mats, x, gy, st, gx, gw);
+        if (sim == Simulator::kDeviceKernels)
+            return device_kernels_backward<scalar_t>(prog, mats, x, gy, st, gx, gw);
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.gy = gy.data_ptr<scalar_t>();
         job.state_in = reinterpret_cast<const scalar_t*>(st.data_ptr());
@@ -179,6 +234,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qdi_double_backward_cpu(
         if (tw.defined())
             std::copy(tw.data_ptr<scalar_t>(), tw.data_ptr<scalar_t>() + prog.n_weights, tangent.begin() + prog.n_inputs);
         const auto mats = prepare_steps<scalar_t>(prog, theta.data(), tangent.data());
+        if (choose(prog, x.size(0), Pass::kDoubleBackward) == Simulator::kDeviceKernels)
+            return device_kernels_double_backward<scalar_t>(prog, mats, x, tx, gy, jvp, gx, gw);
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.tx = tx.defined() ? tx.data_ptr<scalar_t>() : nullptr;
         job.gy = gy.data_ptr<scalar_t>();

@@ -13,6 +13,18 @@ from qallegro.ops.qdi import ENTANGLERS, MEASUREMENT_MODES, ROTATIONS, qdi, qdi_
 pytestmark = pytest.mark.skipif(not HAS_KERNELS, reason="compiled qallegro ops not built")
 
 COMBOS = list(itertools.product(ROTATIONS, ENTANGLERS, ROTATIONS, MEASUREMENT_MODES))
+SIMULATORS = ("fused", "gates")
+# the CUDA kernel bodies and launch sequence on the sequential CPU launcher
+ALL_SIMULATORS = SIMULATORS + ("device-kernels",)
+
+
+@pytest.fixture(params=ALL_SIMULATORS)
+def simulator(request, monkeypatch):
+    """Runs a test with the fused simulator (one unitary per upload, GEMM), the gate-by-gate one (the op
+    otherwise picks between them by its cost model; second derivatives always run gate by gate) and the
+    CUDA kernels' bodies on the sequential CPU launcher (all orders)."""
+    monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", request.param)
+    return request.param
 
 
 def sample_inputs(device="cpu", dtype=torch.float64, n=3, uploads=2, depth=2, entangling="strong", batch=5, seed=0):
@@ -26,7 +38,7 @@ def sample_inputs(device="cpu", dtype=torch.float64, n=3, uploads=2, depth=2, en
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS)
-def test_kernel_matches_reference(dtype, rotation, entangling, measure, mode):
+def test_kernel_matches_reference(dtype, rotation, entangling, measure, mode, simulator):
     rtol, atol = TOL[dtype]
     cfg = (rotation, entangling, measure, mode)
     for n, batch, seed in [(1, 3, 1), (2, 9, 2), (4, 7, 3)]:
@@ -41,7 +53,7 @@ def test_kernel_matches_reference(dtype, rotation, entangling, measure, mode):
 
 
 @pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS[::5])
-def test_first_and_second_derivatives_match_reference(rotation, entangling, measure, mode):
+def test_first_and_second_derivatives_match_reference(rotation, entangling, measure, mode, simulator):
     rtol, atol = TOL[torch.float64]
     cfg = (rotation, entangling, measure, mode)
     x, w = sample_inputs(n=3, entangling=entangling, batch=6, seed=7)
@@ -63,7 +75,7 @@ def test_first_and_second_derivatives_match_reference(rotation, entangling, meas
     "rotation,entangling,measure,mode,n",
     [("X", "strong", "Y", "none", 3), ("Z", "basic", "X", "single", 2), ("Y", "strong", "Z", "even", 1)],
 )
-def test_gradcheck_gradgradcheck(rotation, entangling, measure, mode, n):
+def test_gradcheck_gradgradcheck(rotation, entangling, measure, mode, n, simulator):
     x, w = sample_inputs(n=n, entangling=entangling, batch=3, seed=11, depth=2)
     x.requires_grad_()
     w.requires_grad_()
@@ -75,7 +87,7 @@ def test_gradcheck_gradgradcheck(rotation, entangling, measure, mode, n):
     assert torch.autograd.gradgradcheck(f, (x, w))
 
 
-def test_adjoint_gradient_equals_parameter_shift():
+def test_adjoint_gradient_equals_parameter_shift(simulator):
     """Each angle enters one Pauli rotation: d<P>/dt = (<P>(t + pi/2) - <P>(t - pi/2)) / 2, exactly."""
     cfg = ("Z", "strong", "Y", "none")
     x, w = sample_inputs(n=3, batch=4, seed=5)
@@ -96,7 +108,7 @@ def test_adjoint_gradient_equals_parameter_shift():
             torch.testing.assert_close(gw[idx], shift, rtol=1e-10, atol=1e-12)
 
 
-def test_results_do_not_depend_on_thread_count():
+def test_results_do_not_depend_on_thread_count(simulator):
     x, w = sample_inputs(n=4, batch=37, seed=9)
     x.requires_grad_()
     threads = torch.get_num_threads()
@@ -108,6 +120,30 @@ def test_results_do_not_depend_on_thread_count():
     torch.set_num_threads(threads)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n,uploads,depth,mode", [(5, 2, 3, "none"), (6, 3, 1, "single"), (7, 1, 2, "even")])
+def test_fused_equals_gate_by_gate_on_larger_registers(monkeypatch, n, uploads, depth, mode):
+    """Bigger unitaries, longer CNOT rings, one and three uploads: both simulators agree to rounding."""
+    x, w = sample_inputs(n=n, uploads=uploads, depth=depth, batch=11, seed=n)
+    outs = []
+    for sim in SIMULATORS:
+        monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", sim)
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y, state = qdi_with_state(xr.detach(), wr.detach(), "Y", "strong", "X", mode)
+        y = qdi(xr, wr, "Y", "strong", "X", mode)
+        gy = torch.rand(y.shape, generator=torch.Generator().manual_seed(n), dtype=y.dtype)
+        outs.append((y, state) + torch.autograd.grad(y, (xr, wr), gy))
+    for a, b in zip(*outs):
+        assert b.abs().max() > 1e-3
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_simulator_choice_is_checked(monkeypatch):
+    monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", "fast")
+    x, w = sample_inputs(n=2, batch=2)
+    with pytest.raises(RuntimeError, match="QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates' or 'device-kernels', got 'fast'"):
+        qdi(x, w)
 
 
 def test_opcheck():
@@ -249,7 +285,7 @@ def _pennylane_circuit(qml, n, uploads, rotation, entangling, measure, mode):
 
 
 @pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS)
-def test_matches_pennylane(rotation, entangling, measure, mode):
+def test_matches_pennylane(rotation, entangling, measure, mode, simulator):
     """The same circuit as a PennyLane QNode (default.qubit): expectations and gradients to 1e-10."""
     qml = pytest.importorskip("pennylane")
     n = 3 if mode != "single" else 4

@@ -57,11 +57,11 @@ QALLEGRO_QDI_PAIR Mat2<T> mat2_identity() {
     return m;
 }
 
-/// Matrix of a factor: a Pauli rotation by angle t (radians) or the Hadamard (t ignored).
+/// Matrix of a factor from c = cos(t/2), s = sin(t/2): a Pauli rotation by angle t (radians) or the
+/// Hadamard (c, s ignored). Callers that meet the same angle often pass precomputed c, s.
 template <typename T>
-QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
+QALLEGRO_QDI_PAIR Mat2<T> factor_matrix_cs(int32_t kind, T c, T s) {
     Mat2<T> m = mat2_zero<T>();
-    const T c = cos(t / 2), s = sin(t / 2);
     if (kind == kRX) {  // [[c, -is], [-is, c]]
         m.re[0][0] = m.re[1][1] = c;
         m.im[0][1] = m.im[1][0] = -s;
@@ -79,6 +79,12 @@ QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
         m.re[1][1] = -h;
     }
     return m;
+}
+
+/// Matrix of a factor: a Pauli rotation by angle t (radians) or the Hadamard (t ignored).
+template <typename T>
+QALLEGRO_QDI_PAIR Mat2<T> factor_matrix(int32_t kind, T t) {
+    return factor_matrix_cs<T>(kind, cos(t / 2), sin(t / 2));
 }
 
 /// d/dt of a Pauli rotation: dR/dt = -(i/2) P R(t). (The Hadamard has no parameter: zero.)
@@ -231,6 +237,31 @@ QALLEGRO_QDI_PAIR void add_pauli_pair(int32_t pauli, T g, T a0r, T a0i, T a1r, T
         l1r -= g * a1r;
         l1i -= g * a1i;
     }
+}
+
+/// Contribution of one pair to 2 Re <a| P |b> (the derivative of <psi|P|psi> along b = dpsi).
+template <typename T>
+QALLEGRO_QDI_PAIR T tangent_expectation_pair(int32_t pauli, T a0r, T a0i, T a1r, T a1i, T b0r, T b0i, T b1r, T b1i) {
+    T l0r = 0, l0i = 0, l1r = 0, l1i = 0;
+    add_pauli_pair(pauli, T(1), b0r, b0i, b1r, b1i, l0r, l0i, l1r, l1i);
+    return 2 * (a0r * l0r + a0i * l0i + a1r * l1r + a1i * l1i);
+}
+
+/// The Pauli matrix itself, built from add_pauli_pair on the basis states so that every consumer
+/// (the cuStateVec path's expectation and CNOT matrices) has the simulator's convention by construction.
+template <typename T>
+QALLEGRO_QDI_PAIR Mat2<T> pauli_matrix(int32_t pauli) {
+    Mat2<T> m = mat2_zero<T>();
+    add_pauli_pair(pauli, T(1), T(1), T(0), T(0), T(0), m.re[0][0], m.im[0][0], m.re[1][0], m.im[1][0]);
+    add_pauli_pair(pauli, T(1), T(0), T(0), T(1), T(0), m.re[0][1], m.im[0][1], m.re[1][1], m.im[1][1]);
+    return m;
+}
+
+/// Row-major interleaved complex copy of a 2x2 matrix (cuStateVec's CUSTATEVEC_MATRIX_LAYOUT_ROW).
+template <typename T>
+QALLEGRO_QDI_PAIR void mat2_row_major(const Mat2<T>& m, T* out) {
+    for (int r = 0; r < 2; ++r)
+        for (int c = 0; c < 2; ++c) out[4 * r + 2 * c] = m.re[r][c], out[4 * r + 2 * c + 1] = m.im[r][c];
 }
 
 /// Index of the first amplitude of pair p for a gate on bit position k: p with a 0 inserted at bit k.

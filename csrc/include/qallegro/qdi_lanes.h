@@ -140,10 +140,7 @@ struct Engine {
                     if (!b) {
                         acc[s] += pauli_expectation_pair(prog.pauli, QDI_A(a, i0, i1, s));
                     } else {
-                        T l0r = 0, l0i = 0, l1r = 0, l1i = 0;
-                        add_pauli_pair(prog.pauli, T(1), QDI_A((*b), i0, i1, s), l0r, l0i, l1r, l1i);
-                        acc[s] += 2 * (a.re[i0 * L + s] * l0r + a.im[i0 * L + s] * l0i + a.re[i1 * L + s] * l1r +
-                                       a.im[i1 * L + s] * l1i);
+                        acc[s] += tangent_expectation_pair(prog.pauli, QDI_A(a, i0, i1, s), QDI_A((*b), i0, i1, s));
                     }
                 }
             }
