@@ -82,3 +82,15 @@ def test_space_latency_section_is_what_is_measured():
     assert latency_settings({}, 2).threads == 2   # unset: the worker's thread count
     with pytest.raises(ValueError, match="latency.warmup"):
         latency_settings({"warmup": -1}, 1)
+
+
+def test_samo_cobra_measures_constraints_in_their_limits():
+    from qallegro.hpo.cli_optimize import make_sampler
+    from qallegro.hpo.space import parse_space
+
+    space = parse_space({**SPACE, "constraints": {"max_peak_memory_mb": 512, "max_parameters": 100000}})
+    sampler = make_sampler("samo-cobra", space, seed=0)
+    # set_constraint values are read in name order: max_parameters, then max_peak_memory_mb
+    assert sampler._options["con_scale"] == [100000.0, 512.0]
+    free = parse_space({**SPACE, "constraints": {"max_parameters": None, "max_peak_memory_mb": None}})
+    assert "con_scale" not in make_sampler("samo-cobra", free, seed=0)._options

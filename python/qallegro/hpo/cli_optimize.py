@@ -50,7 +50,11 @@ def make_sampler(name: str, space, seed: int):
 
     if name == "samo-cobra":
         ref = None if space.ref_point is None else list(space.ref_point)
-        return SamoCobraSampler(search_space=dict(space.distributions), ref_point=ref, seed=seed)
+        # each constraint is `value - limit`, set in name order (the order the sampler reads them): its
+        # limit is the unit SAMO-COBRA's safety margin is measured in (a parameter count, megabytes)
+        limits = [float(space.constraints[k]) for k in sorted(space.constraints) if space.constraints[k] is not None]
+        options = {"con_scale": limits} if limits else {}
+        return SamoCobraSampler(search_space=dict(space.distributions), ref_point=ref, seed=seed, **options)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, 8 + 4 * len(space.distributions)))
     if name == "tpe":
