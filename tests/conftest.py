@@ -40,3 +40,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype_is_restored():
+    """Every test starts with float32 as torch's default dtype and leaves it so: nequip-allegro's model
+    builder (parity tests) sets float64 globally, and a later test that creates tensors without a dtype
+    would then silently run in float64 (or fail on a dtype mismatch)."""
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(torch.float32)

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from qallegro.utils import default_dtype
+
 from qallegro.nn import (
     AllegroTensorProduct,
     BesselBasis,
@@ -95,29 +97,41 @@ def test_layer_irreps_match_nequip_allegro(l_max, parity, num_layers):
     assert layer_irreps(l_max, parity, num_layers) == _nequip_tp_irreps(l_max, parity, num_layers)
 
 
+@pytest.fixture
+def float64_default():
+    """e3nn builds Wigner D matrices and SH/CG constants in the default dtype: float64 for 1e-12 checks."""
+    with default_dtype(F64):
+        yield
+
+
+@pytest.mark.usefixtures("float64_default")
 def test_spherical_harmonics_and_weighted_channels_are_equivariant():
     from e3nn import o3
 
     irreps = sh_irreps(3)
-    sh = EdgeSphericalHarmonics(3)
+    with default_dtype(F64):  # e3nn computes its SH constants in the default dtype
+        sh = EdgeSphericalHarmonics(3)
     vec = torch.randn(10, 3, dtype=F64)
     rot = o3.rand_matrix(dtype=F64)
     D = o3.Irreps([(1, ir) for ir in irreps]).D_from_matrix(rot)
     rtol, atol = TOL[F64]
     torch.testing.assert_close(sh(vec @ rot.T), sh(vec) @ D.T, rtol=rtol, atol=atol)
-    weighter = WeightedChannels(irreps, multiplicity=3)
+    with default_dtype(F64):
+        weighter = WeightedChannels(irreps, multiplicity=3)
     w = torch.randn(10, weighter.weight_numel, dtype=F64)
     feats, feats_rot = weighter(sh(vec), w), weighter(sh(vec @ rot.T), w)
     torch.testing.assert_close(feats_rot, feats @ D.T, rtol=rtol, atol=atol)
 
 
+@pytest.mark.usefixtures("float64_default")
 @pytest.mark.parametrize("coupling", [True, False])
 def test_tensor_product_module_equivariant_and_bilinear(coupling):
     from e3nn import o3
 
     (irreps_in, irreps_out), _ = layer_irreps(2, True, 2)
     env = sh_irreps(2)
-    tp = AllegroTensorProduct(irreps_in, env, irreps_out, mul=3, path_channel_coupling=coupling).to(F64)
+    with default_dtype(F64):  # Clebsch-Gordan buffers in float64, not float32 cast up
+        tp = AllegroTensorProduct(irreps_in, env, irreps_out, mul=3, path_channel_coupling=coupling).to(F64)
     to_e3nn = lambda irs: o3.Irreps([(1, ir) for ir in irs])  # noqa: E731
     rot = o3.rand_matrix(dtype=F64) * (-1.0)  # rotation times inversion: tests parity too
     D1, D2, Do = (to_e3nn(i).D_from_matrix(rot) for i in (irreps_in, env, irreps_out))
@@ -139,3 +153,22 @@ def test_scatter_sum():
     # rows: 0 <- src[1] + src[4]; 2 <- src[0] + src[2] + src[3]; 3 <- src[5]; 1 and 4 empty
     expected = torch.tensor([[2 + 8, 3 + 9], [0, 0], [0 + 4 + 6, 1 + 5 + 7], [10, 11], [0, 0]], dtype=F64)
     torch.testing.assert_close(out, expected)
+
+
+def test_spherical_harmonics_ignore_other_libraries_e3nn_jit_mode():
+    # nequip switches e3nn's process-wide jit_mode to "script"; a model built afterwards must still copy
+    import copy
+
+    import e3nn
+
+    from qallegro.nn.spherical_harmonics import EdgeSphericalHarmonics
+
+    saved = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_mode="script")
+    try:
+        sh = EdgeSphericalHarmonics(2)
+        assert e3nn.get_optimization_defaults()["jit_mode"] == "script"   # the caller's setting is kept
+    finally:
+        e3nn.set_optimization_defaults(**saved)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(copy.deepcopy(sh)(x), sh(x))

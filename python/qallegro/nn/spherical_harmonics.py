@@ -1,5 +1,6 @@
 """Spherical harmonics of edge directions (e3nn's real SH, component normalisation)."""
 
+import e3nn
 import torch
 from e3nn import o3
 
@@ -18,7 +19,15 @@ class EdgeSphericalHarmonics(torch.nn.Module):
         if not 0 <= l_max <= 11:
             raise ValueError(f"l_max must be in 0..11, got {l_max}")
         self.l_max = l_max
-        self.sh = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(l_max, p=-1), True, "component")
+        # e3nn builds its SH function as the process-wide e3nn defaults say; another library in the
+        # process (nequip sets jit_mode "script") would otherwise give this module a ScriptFunction
+        # attribute, which copy.deepcopy and pickle refuse (exports copy the model)
+        saved = e3nn.get_optimization_defaults()
+        e3nn.set_optimization_defaults(jit_mode="eager")
+        try:
+            self.sh = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(l_max, p=-1), True, "component")
+        finally:
+            e3nn.set_optimization_defaults(**saved)
 
     def forward(self, edge_vectors: torch.Tensor) -> torch.Tensor:
         return self.sh(edge_vectors)
