@@ -10,6 +10,12 @@ from typing import List
 from qallegro.hpo.study_config import DatasetSpec, StudyConfig
 
 
+def error_key(energy_only: bool) -> str:
+    """The evaluation metric a study tunes and reports: energy MAE per atom for energy-only data
+    (QM9), else force MAE."""
+    return "energy_mae_meV_per_atom" if energy_only else "forces_mae_meV_per_A"
+
+
 @dataclass
 class StudySplits:
     """A data set's train / validation / test structures and the element list of the whole set."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from qallegro.hpo.study_config import StudyConfig
+from qallegro.hpo.study_data import error_key
 from qallegro.hpo.study_verdicts import claims_rows, mean_std, scale_notes
 
 LABELS = {"allegro": "Allegro", "allegro_mlp": "Allegro+MLP", "allegro_qdi": "Allegro+QDI"}
@@ -125,7 +126,7 @@ def front_figure(cfg: StudyConfig, ds: str, trials, points, energy_only: bool, p
         for (d, k, _), runs in points.items():
             if d != ds or k != kind:
                 continue
-            key = "energy_mae_meV_per_atom" if energy_only else "forces_mae_meV_per_A"
+            key = error_key(energy_only)
             ym, ys = mean_std([r["metrics"][key] for r in runs])
             xm, xs = mean_std([r["latency_ms"] for r in runs])
             transferred = runs[0]["tuned_on"] != ds

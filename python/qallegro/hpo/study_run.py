@@ -27,7 +27,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from qallegro.hpo.study_config import StudyConfig
-from qallegro.hpo.study_data import StudySplits, load_splits
+from qallegro.hpo.study_data import StudySplits, error_key, load_splits
 
 HEARTBEAT = 20   # s between heartbeats of a running trial; stale after 4 missed beats
 RETRIES = 2      # re-runs of a trial whose worker died
@@ -105,7 +105,7 @@ def _states(study) -> Dict[str, int]:
 
 
 def objective_key(splits: StudySplits) -> str:
-    return "energy_mae_meV_per_atom" if splits.energy_only else "forces_mae_meV_per_A"
+    return error_key(splits.energy_only)
 
 
 def train_and_measure(cfg: StudyConfig, splits: StudySplits, kind: str, hparams: Dict[str, Any], r_max: float,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
+from qallegro.hpo.study_data import error_key
+
 COMPETITIVE = 0.10  # claim 3: at most this much above the better classical kind
 PAPER_QDI_GAIN = -0.13  # claim 2 as the paper reports it
 
@@ -28,10 +30,6 @@ def mean_std(values: List[float]) -> Tuple[Optional[float], float]:
     return m, s
 
 
-def _key(energy_only: bool) -> str:
-    return "energy_mae_meV_per_atom" if energy_only else "forces_mae_meV_per_A"
-
-
 def best_runs(points, ds: str, kind: str) -> List[Dict[str, Any]]:
     """The seeds of the most accurate retrained point of (ds, kind)."""
     for (d, k, _), runs in points.items():
@@ -42,7 +40,7 @@ def best_runs(points, ds: str, kind: str) -> List[Dict[str, Any]]:
 
 def compare(points, ds: str, a: str, b, energy_only: bool) -> Optional[Dict[str, float]]:
     """d and se of kind ``a`` against kind ``b`` (or the better of several kinds ``b``)."""
-    key = _key(energy_only)
+    key = error_key(energy_only)
     ra = [r["metrics"][key] for r in best_runs(points, ds, a)]
     refs = [b] if isinstance(b, str) else list(b)
     stats = [(k, mean_std([r["metrics"][key] for r in best_runs(points, ds, k)]),
