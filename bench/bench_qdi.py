@@ -313,11 +313,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--qubits", default=",".join(map(str, QUBITS)))
     parser.add_argument("--batch", default=",".join(map(str, BATCHES)))
     parser.add_argument("--impls", default="qallegro,qallegro_fused,qallegro_gates," + ",".join(qdi_references.REFERENCES))
+    parser.add_argument("--step-limit", type=float, default=None,
+                        help=f"seconds (default {STEP_LIMIT_S:.0f}): a reference whose step extrapolates longer is not timed")
     parser.add_argument("--e2e", action="store_true", help="time the Allegro training steps instead of the sweep")
     parser.add_argument("--json", type=Path, help="merge the rows into this results file")
     parser.add_argument("--table", type=Path, help="print README's QDI table from this results file and exit")
     parser.add_argument("--readme", type=Path, help="with --table: write it into this README between the markers")
     args = parser.parse_args(argv)
+    if args.step_limit is not None:
+        globals()["STEP_LIMIT_S"] = args.step_limit
     if args.table:
         text = table(args.table)
         if args.readme:
