@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qallegro/neighbor_list.h"
+#include "qallegro/neighbor_list_check.h"
 
 namespace qallegro {
 namespace {
@@ -214,32 +215,15 @@ void write_structure(const StructureSearch<T>& st, int64_t e0, int64_t n_edges, 
 std::tuple<at::Tensor, at::Tensor> neighbor_list_cpu(const at::Tensor& positions_in, double cutoff,
                                                      const at::Tensor& cells_in, const at::Tensor& pbc_in,
                                                      const at::Tensor& ptr_in) {
-    TORCH_CHECK(positions_in.dim() == 2 && positions_in.size(1) == 3, "neighbor_list: positions must be [N, 3], got ",
-                positions_in.sizes());
-    TORCH_CHECK(positions_in.scalar_type() == at::kFloat || positions_in.scalar_type() == at::kDouble,
-                "neighbor_list: positions must be float32 or float64, got ", positions_in.scalar_type());
-    TORCH_CHECK(cutoff > 0.0 && std::isfinite(cutoff), "neighbor_list: cutoff must be positive and finite, got ",
-                cutoff);
-    TORCH_CHECK(ptr_in.dim() == 1 && ptr_in.size(0) >= 1, "neighbor_list: ptr must be [B+1]");
-    const int64_t n_struct = ptr_in.size(0) - 1;
-    TORCH_CHECK(cells_in.dim() == 3 && cells_in.size(0) == n_struct && cells_in.size(1) == 3 && cells_in.size(2) == 3,
-                "neighbor_list: cells must be [B, 3, 3] with B = len(ptr) - 1 = ", n_struct, ", got ",
-                cells_in.sizes());
-    TORCH_CHECK(pbc_in.dim() == 2 && pbc_in.size(0) == n_struct && pbc_in.size(1) == 3,
-                "neighbor_list: pbc must be [B, 3], got ", pbc_in.sizes());
     TORCH_CHECK(positions_in.device().is_cpu() && cells_in.device().is_cpu() && pbc_in.device().is_cpu() &&
                     ptr_in.device().is_cpu(),
                 "neighbor_list (CPU): all inputs must be on the CPU");
-
-    const at::Tensor positions = positions_in.contiguous();
-    const at::Tensor cells = cells_in.to(positions.scalar_type()).contiguous();
-    const at::Tensor pbc = pbc_in.to(at::kBool).contiguous();
-    const at::Tensor ptr = ptr_in.to(at::kLong).contiguous();
-    const int64_t* p = ptr.data_ptr<int64_t>();
-    TORCH_CHECK(p[0] == 0 && p[n_struct] == positions.size(0),
-                "neighbor_list: ptr must start at 0 and end at N = ", positions.size(0));
-    for (int64_t b = 0; b < n_struct; ++b)
-        TORCH_CHECK(p[b + 1] >= p[b], "neighbor_list: ptr must be non-decreasing (structure ", b, ")");
+    const nl::CheckedInputs in = nl::check_neighbor_list_inputs(positions_in, cutoff, cells_in, pbc_in, ptr_in);
+    const at::Tensor& positions = in.positions;
+    const at::Tensor& cells = in.cells;
+    const at::Tensor& pbc = in.pbc;
+    const int64_t n_struct = in.n_struct;
+    const int64_t* p = in.ptr.data_ptr<int64_t>();
 
     at::Tensor edge_index, shifts;
     AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "neighbor_list_cpu", [&] {

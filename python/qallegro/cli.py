@@ -29,7 +29,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "evaluate": ("qallegro.train.cli_evaluate", "energy/force errors of a model on a data set"),
     "optimize": ("qallegro.hpo.cli_optimize", "multi-objective hyperparameter study (SAMO-COBRA)"),
     "pareto": ("qallegro.hpo.cli_pareto", "Pareto front of a study: table and plot"),
-    "export": ("qallegro.deploy.cli_export", "export a model to TorchScript (ASE, LAMMPS)"),
+    "export": ("qallegro.deploy.cli_export", "export a model (TorchScript for ASE, LAMMPS, i-PI; or metatomic)"),
     "data": ("qallegro.data.cli_data", "generate, convert and inspect data sets"),
     "study": ("qallegro.hpo.cli_study", "the paper's study from one YAML: tune, retrain, report"),
     "reproduce": ("qallegro.reproduce", "train and compare Allegro, Allegro+MLP and Allegro+QDI"),
