@@ -42,6 +42,13 @@ template <typename T>
 void device_kernels_double_backward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
                                     const at::Tensor& tx, const at::Tensor& gy, at::Tensor& jvp, at::Tensor& gx,
                                     at::Tensor& gw);
+// the fused device driver (qallegro/qdi_fused_driver.h) on the same launcher
+template <typename T>
+void device_fused_forward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                          at::Tensor& y, at::Tensor& state);
+template <typename T>
+void device_fused_backward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                           const at::Tensor& gy, const at::Tensor& state, at::Tensor& gx, at::Tensor& gw);
 }  // namespace qdi
 }  // namespace qallegro
 
@@ -81,25 +88,27 @@ constexpr int kLaneQubitLimit = 14;
 
 enum class Pass { kForward, kBackward, kDoubleBackward };
 
-// Above this the 2^n x 2^n unitaries (16 MiB each at 10 qubits in complex128) stop paying off.
-constexpr int kMaxFusedQubits = 12;
-
-enum class Simulator { kGates, kFused, kDeviceKernels };
+enum class Simulator { kGates, kFused, kDeviceKernels, kDeviceFused };
 
 // Which simulator runs a pass: QALLEGRO_QDI_SIMULATOR=fused|gates forces one (the tests and the benchmark
-// compare both), =device-kernels runs the CUDA kernel bodies on a sequential CPU launcher (tests only);
-// otherwise the cheaper of fused and gate-by-gate by the cost model of qallegro/qdi_fused.h. Second
+// compare both); =device-kernels and =device-fused run the CUDA op's gate-by-gate and fused drivers with
+// their kernel bodies on a sequential CPU launcher (tests only); otherwise the cheaper of fused and
+// gate-by-gate by the cost model of qallegro/qdi_fused.h (prefer_fused, the CUDA op's rule too). Second
 // derivatives have no fused form and run gate by gate.
 Simulator choose(const Program& prog, int64_t batch, Pass pass) {
     const char* env = std::getenv("QALLEGRO_QDI_SIMULATOR");
     const std::string choice = env ? env : "auto";
-    TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "gates" || choice == "device-kernels",
-                "QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates' or 'device-kernels', got '", choice, "'");
+    TORCH_CHECK(choice == "auto" || choice == "fused" || choice == "gates" || choice == "device-kernels" ||
+                    choice == "device-fused",
+                "QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates', 'device-kernels' or 'device-fused', got '",
+                choice, "'");
     if (choice == "device-kernels") return Simulator::kDeviceKernels;
+    if (choice == "device-fused")
+        return pass == Pass::kDoubleBackward ? Simulator::kDeviceKernels : Simulator::kDeviceFused;
     if (pass == Pass::kDoubleBackward || prog.n_qubits > kMaxFusedQubits || batch == 0 || choice == "gates")
         return Simulator::kGates;
     if (choice == "fused") return Simulator::kFused;
-    return fused_cost(prog, batch) < gate_cost(prog, batch) ? Simulator::kFused : Simulator::kGates;
+    return prefer_fused(prog, batch) ? Simulator::kFused : Simulator::kGates;
 }
 
 // Runs a pass over the batch on all threads with the best lane engine for this CPU.
@@ -171,6 +180,7 @@ std::tuple<at::Tensor, at::Tensor> qdi_cpu(const at::Tensor& inputs, const at::T
         const Simulator sim = choose(prog, x.size(0), Pass::kForward);
         if (sim == Simulator::kFused) return fused_forward<scalar_t>(prog, chains, mats, x, y, state);
         if (sim == Simulator::kDeviceKernels) return device_kernels_forward<scalar_t>(prog, mats, x, y, state);
+        if (sim == Simulator::kDeviceFused) return device_fused_forward<scalar_t>(prog, mats, x, y, state);
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.y = y.data_ptr<scalar_t>();
         job.state_out = reinterpret_cast<scalar_t*>(state.data_ptr());
@@ -198,6 +208,7 @@ std::tuple<at::Tensor, at::Tensor> qdi_backward_cpu(const at::Tensor& grad_outpu
         if (sim == Simulator::kFused) return fused_backward<scalar_t>(prog, chains, mats, x, gy, st, gx, gw);
         if (sim == Simulator::kDeviceKernels)
             return device_kernels_backward<scalar_t>(prog, mats, x, gy, st, gx, gw);
+        if (sim == Simulator::kDeviceFused) return device_fused_backward<scalar_t>(prog, mats, x, gy, st, gx, gw);
         Job<scalar_t> job = make_job(prog, chains, mats, x);
         job.gy = gy.data_ptr<scalar_t>();
         job.state_in = reinterpret_cast<const scalar_t*>(st.data_ptr());

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "qallegro/qdi_fused.h"
+#include "qallegro/qdi_fused_host.h"
 
 namespace qallegro {
 namespace qdi {
@@ -19,27 +19,6 @@ namespace {
 template <typename T>
 T* amp(const at::Tensor& t) {
     return reinterpret_cast<T*>(t.data_ptr());
-}
-
-// V_u^T for every upload: row r is V_u e_r (the basis state r run through the upload's variational part).
-template <typename T>
-std::vector<at::Tensor> unitaries(const Program& prog, const Chains& chains, const std::vector<StepMats<T>>& mats,
-                                  const std::vector<Segment>& segs, const at::TensorOptions& copts) {
-    const int64_t dim = prog.dim();
-    std::vector<at::Tensor> out;
-    for (const Segment& seg : segs) {
-        at::Tensor vt = at::zeros({dim, dim}, copts);
-        T* p = amp<T>(vt);
-        at::parallel_for(0, dim, 64, [&](int64_t r0, int64_t r1) {
-            std::vector<T> tmp(2 * dim);
-            for (int64_t r = r0; r < r1; ++r) {
-                p[2 * (r * dim + r)] = T(1);
-                apply_variational(prog, chains, mats, seg.first, seg.end, p + 2 * r * dim, tmp.data());
-            }
-        });
-        out.push_back(vt);
-    }
-    return out;
 }
 
 // Half-angle cosines and sines of the inputs, [rows, F] each: vectorised once per chunk instead of two
@@ -90,7 +69,7 @@ void fused_forward(const Program& prog, const Chains& chains, const std::vector<
     const int64_t batch = x.size(0), dim = prog.dim(), rows = chunk_rows(dim);
     const int nm = int(prog.measured.size());
     const auto segs = upload_segments(prog);
-    const auto vts = unitaries(prog, chains, mats, segs, state.options());
+    const auto vts = upload_unitaries(prog, chains, mats, segs);
     T* yp = y.data_ptr<T>();
     at::parallel_for(0, (batch + rows - 1) / rows, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
@@ -125,7 +104,7 @@ void fused_backward(const Program& prog, const Chains& chains, const std::vector
     const int64_t chunks = (batch + rows - 1) / rows;
     const int nm = int(prog.measured.size()), F = prog.n_inputs, U = int(prog.uploads);
     const auto segs = upload_segments(prog);
-    const auto vts = unitaries(prog, chains, mats, segs, state.options());
+    const auto vts = upload_unitaries(prog, chains, mats, segs);
     // per chunk and upload: Phi^+ Lam over the chunk's samples (Phi the states after V_u, Lam their
     // cotangents), summed in chunk order below
     at::Tensor parts = at::empty({chunks, U, dim, dim}, state.options());
@@ -161,29 +140,10 @@ void fused_backward(const Program& prog, const Chains& chains, const std::vector
     });
     T* gwp = gw.data_ptr<T>();
     for (int u = 0; u < U; ++u) {
-        const Segment& seg = segs[u];
         at::Tensor sum = parts[0][u].clone();
         for (int64_t c = 1; c < chunks; ++c) sum.add_(parts[c][u]);
-        // weights: adjoint method over the basis states with cotangents mu = Phi'^+ Lam, Phi' = Phi conj(V)
-        // the states before V_u: mu = V^T (Phi^+ Lam)
-        const at::Tensor mu = at::mm(vts[u], sum).contiguous();
-        const at::Tensor vt = vts[u].clone();
-        const int32_t n_steps = seg.end - seg.first;
-        std::vector<T> cross(size_t(dim) * n_steps * 8, T(0));
-        T *vp = amp<T>(vt), *mp = amp<T>(mu);
-        at::parallel_for(0, dim, 64, [&](int64_t r0, int64_t r1) {
-            std::vector<T> tmp(2 * dim);
-            for (int64_t r = r0; r < r1; ++r)
-                variational_adjoint(prog, chains, mats, seg.first, seg.end, vp + 2 * r * dim, mp + 2 * r * dim,
-                                    tmp.data(), cross.data() + size_t(r) * n_steps * 8);
-        });
-        for (int32_t i = seg.first; i < seg.end; ++i) {
-            if (prog.steps[i].chain >= 0) continue;
-            T acc[8] = {};
-            for (int64_t r = 0; r < dim; ++r)
-                for (int e = 0; e < 8; ++e) acc[e] += cross[(size_t(r) * n_steps + (i - seg.first)) * 8 + e];
-            block_weight_terms(mats[i], mat2_zero<T>(), cross_to_mat2(acc), false, F, gwp);
-        }
+        // weights: the adjoint method over the basis states
+        matrix_weight_gradients(prog, chains, mats, segs[u], vts[u], sum, gwp);
     }
 }
 

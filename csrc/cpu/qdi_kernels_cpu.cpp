@@ -1,13 +1,18 @@
 // The device QDI simulator (qallegro/qdi_driver.h, qallegro/qdi_kernels.h) run on the CPU by a sequential
 // launcher: every block and thread of every launch in order, the reduce kernels' two phases split at the
-// GPU's barrier. Selected with QALLEGRO_QDI_SIMULATOR=device-kernels (the CPU tests do), so the CUDA
-// kernel bodies and their launch sequence are executed and compared with the reference without a GPU.
-// Not a fast path: one thread, no vectorisation.
+// GPU's barrier. Selected with QALLEGRO_QDI_SIMULATOR=device-kernels (gate by gate, qdi_driver.h) or
+// device-fused (per-upload unitaries and GEMMs, qdi_fused_driver.h; its GEMMs run through ATen on the
+// CPU tensors, BLAS instead of cuBLAS); the CPU tests do, so the CUDA kernel bodies and their launch
+// sequence are executed and compared with the reference without a GPU. Not a fast path: one thread,
+// no vectorisation.
 #include <ATen/ATen.h>
 
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #include "qallegro/qdi_driver.h"
+#include "qallegro/qdi_fused_driver.h"
 
 namespace qallegro {
 namespace qdi {
@@ -67,6 +72,23 @@ void device_kernels_double_backward(const Program& prog, const std::vector<StepM
     gw.copy_(gw_ps.sum(0).view(gw.sizes()));
 }
 
+template <typename T>
+void device_fused_forward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                          at::Tensor& y, at::Tensor& state) {
+    SequentialLaunch launch;
+    // inside one (one-task) parallel region BLAS runs single-threaded, as in the CPU fused driver: the
+    // results do not depend on the thread count
+    at::parallel_for(0, 1, 1, [&](int64_t, int64_t) { fused_kernels_forward<T>(prog, launch, mats, x, y, state); });
+}
+
+template <typename T>
+void device_fused_backward(const Program& prog, const std::vector<StepMats<T>>& mats, const at::Tensor& x,
+                           const at::Tensor& gy, const at::Tensor& state, at::Tensor& gx, at::Tensor& gw) {
+    SequentialLaunch launch;
+    at::parallel_for(0, 1, 1,
+                     [&](int64_t, int64_t) { fused_kernels_backward<T>(prog, launch, mats, x, gy, state, gx, gw); });
+}
+
 #define QDI_INSTANTIATE(T)                                                                                     \
     template void device_kernels_forward<T>(const Program&, const std::vector<StepMats<T>>&, const at::Tensor&, \
                                             at::Tensor&, at::Tensor&);                                         \
@@ -74,7 +96,11 @@ void device_kernels_double_backward(const Program& prog, const std::vector<StepM
                                              const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&);    \
     template void device_kernels_double_backward<T>(const Program&, const std::vector<StepMats<T>>&,             \
                                                     const at::Tensor&, const at::Tensor&, const at::Tensor&,     \
-                                                    at::Tensor&, at::Tensor&, at::Tensor&);
+                                                    at::Tensor&, at::Tensor&, at::Tensor&);    \
+    template void device_fused_forward<T>(const Program&, const std::vector<StepMats<T>>&, const at::Tensor&,   \
+                                          at::Tensor&, at::Tensor&);                                           \
+    template void device_fused_backward<T>(const Program&, const std::vector<StepMats<T>>&, const at::Tensor&,  \
+                                           const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&);
 QDI_INSTANTIATE(float)
 QDI_INSTANTIATE(double)
 #undef QDI_INSTANTIATE

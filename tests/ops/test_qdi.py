@@ -14,15 +14,17 @@ pytestmark = pytest.mark.skipif(not HAS_KERNELS, reason="compiled qallegro ops n
 
 COMBOS = list(itertools.product(ROTATIONS, ENTANGLERS, ROTATIONS, MEASUREMENT_MODES))
 SIMULATORS = ("fused", "gates")
-# the CUDA kernel bodies and launch sequence on the sequential CPU launcher
-ALL_SIMULATORS = SIMULATORS + ("device-kernels",)
+# the CUDA op's drivers (gate by gate; fused: per-upload unitaries, GEMMs through ATen) with their kernel
+# bodies and launch sequences on the sequential CPU launcher
+ALL_SIMULATORS = SIMULATORS + ("device-kernels", "device-fused")
 
 
 @pytest.fixture(params=ALL_SIMULATORS)
 def simulator(request, monkeypatch):
     """Runs a test with the fused simulator (one unitary per upload, GEMM), the gate-by-gate one (the op
     otherwise picks between them by its cost model; second derivatives always run gate by gate) and the
-    CUDA kernels' bodies on the sequential CPU launcher (all orders)."""
+    CUDA op's gate-by-gate and fused drivers with their kernel bodies on the sequential CPU launcher
+    (device-fused runs second derivatives gate by gate, as the fused CPU simulator does)."""
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", request.param)
     return request.param
 
@@ -139,10 +141,34 @@ def test_fused_equals_gate_by_gate_on_larger_registers(monkeypatch, n, uploads, 
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS)
+def test_device_fused_equals_gate_by_gate(monkeypatch, rotation, entangling, measure, mode):
+    """The CUDA op's fused driver (per-upload unitaries built on the host, GEMMs through ATen, the
+    per-sample kernel bodies on the sequential CPU launcher) against the gate-by-gate simulator: values,
+    states and first derivatives on one-qubit, single-sample and empty batches and one to three uploads;
+    gradcheck of its first derivatives."""
+    rtol, atol = TOL[torch.float64]
+    cfg = (rotation, entangling, measure, mode)
+    for n, uploads, depth, batch in [(1, 2, 2, 1), (2, 1, 1, 4), (3, 3, 2, 5), (2, 2, 1, 0)]:
+        x, w = sample_inputs(n=n, uploads=uploads, depth=depth, entangling=entangling, batch=batch, seed=n + batch)
+        gy = torch.rand(batch, len(reference.qdi_measured_qubits(n, mode)), generator=torch.Generator().manual_seed(3),
+                        dtype=x.dtype)
+        outs = []
+        for sim in ("gates", "device-fused"):
+            monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", sim)
+            xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+            y, state = qdi_with_state(x, w, *cfg)
+            outs.append((y, state) + torch.autograd.grad(qdi(xr, wr, *cfg), (xr, wr), gy))
+        for a, b in zip(*outs):  # (y and gradients vanish identically for X rotations measured in X)
+            torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
+    x, w = sample_inputs(n=2, uploads=2, depth=1, entangling=entangling, batch=2, seed=21)
+    assert torch.autograd.gradcheck(lambda a, b: qdi(a, b, *cfg), (x.requires_grad_(), w.requires_grad_()))
+
+
 def test_simulator_choice_is_checked(monkeypatch):
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", "fast")
     x, w = sample_inputs(n=2, batch=2)
-    with pytest.raises(RuntimeError, match="QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates' or 'device-kernels', got 'fast'"):
+    with pytest.raises(RuntimeError, match="QALLEGRO_QDI_SIMULATOR must be 'auto', 'fused', 'gates', 'device-kernels' or 'device-fused', got 'fast'"):
         qdi(x, w)
 
 
@@ -311,11 +337,14 @@ def test_matches_pennylane(rotation, entangling, measure, mode, simulator):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rotation,entangling,measure,mode", COMBOS[::4])
-def test_cuda_matches_cpu(dtype, rotation, entangling, measure, mode):
-    """The CUDA op (cuStateVec forward, fused adjoint kernels) against the CPU kernel, all orders."""
+@pytest.mark.parametrize("n,depth,batch", [(5, 2, 33), (4, 6, 256)])
+def test_cuda_matches_cpu(dtype, rotation, entangling, measure, mode, n, depth, batch):
+    """The CUDA op against the CPU kernel, all orders. The cost rule picks, for first derivatives, the
+    gate-by-gate path (cuStateVec forward, adjoint kernels) at 5 qubits, batch 33, and the fused one
+    (unitaries, cuBLAS GEMMs, embedding kernels) at 4 qubits, depth 6, batch 256."""
     rtol, atol = TOL[dtype]
     cfg = (rotation, entangling, measure, mode)
-    x, w = sample_inputs(dtype=dtype, n=5, entangling=entangling, batch=33, seed=17)
+    x, w = sample_inputs(dtype=dtype, n=n, depth=depth, entangling=entangling, batch=batch, seed=17)
     outs = []
     for device in ("cpu", "cuda"):
         xr, wr = x.to(device).requires_grad_(), w.to(device).requires_grad_()

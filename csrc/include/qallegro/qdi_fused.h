@@ -13,9 +13,10 @@
 ///            after E_u (no un-applying of the rotation itself);
 ///   weights: dL = 2 Re tr(dV_u C_u), C_u = sum_b phi_ub lam_ub^+ (one GEMM over the batch), and
 ///            tr(dV C) = sum_r <mu_r| dV |e_r> with mu_r = conj(C[r, :]): the adjoint method over the
-///            2^n basis states instead of the batch (matrix_weight_gradients below).
+///            2^n basis states instead of the batch (matrix_weight_gradients, qallegro/qdi_fused_host.h).
 /// Functions here act on one state vector (interleaved complex) so the CPU drivers loop over samples or
-/// basis states with them; torch-free.
+/// basis states with them; torch-free. Drivers: csrc/cpu/qdi_fused.cpp (CPU), qallegro/qdi_fused_driver.h
+/// (device kernels, on CUDA or on the sequential CPU launcher).
 #include <cstdint>
 #include <vector>
 
@@ -82,15 +83,22 @@ QALLEGRO_HD void product_state(const Mat2<T>* a, int n, T* s) {
         }
 }
 
+/// One amplitude pair's term of Im <lam| P |phi> (P a Pauli on the pair's bit).
+template <typename T>
+QALLEGRO_HD T im_pauli_pair(int32_t pauli, T l0r, T l0i, T l1r, T l1i, T p0r, T p0i, T p1r, T p1i) {
+    T q0r = 0, q0i = 0, q1r = 0, q1i = 0;  // P phi on the pair
+    add_pauli_pair(pauli, T(1), p0r, p0i, p1r, p1i, q0r, q0i, q1r, q1i);
+    return l0r * q0i - l0i * q0r + l1r * q1i - l1i * q1r;
+}
+
 /// Im <lam| P |phi> for the Pauli P on bit `bit`: the input derivative of an embedding rotation.
 template <typename T>
 QALLEGRO_HD T im_pauli_inner(int32_t pauli, const T* lam, const T* phi, int64_t dim, int bit) {
     T acc = T(0);
     for (int64_t p = 0; p < dim / 2; ++p) {
         const int64_t i0 = pair_index(p, bit), i1 = i0 | (int64_t(1) << bit);
-        T q0r = 0, q0i = 0, q1r = 0, q1i = 0;  // P phi on the pair
-        add_pauli_pair(pauli, T(1), phi[2 * i0], phi[2 * i0 + 1], phi[2 * i1], phi[2 * i1 + 1], q0r, q0i, q1r, q1i);
-        acc += lam[2 * i0] * q0i - lam[2 * i0 + 1] * q0r + lam[2 * i1] * q1i - lam[2 * i1 + 1] * q1r;
+        acc += im_pauli_pair(pauli, lam[2 * i0], lam[2 * i0 + 1], lam[2 * i1], lam[2 * i1 + 1], phi[2 * i0],
+                             phi[2 * i0 + 1], phi[2 * i1], phi[2 * i1 + 1]);
     }
     return acc;
 }
@@ -183,6 +191,16 @@ inline double fused_cost(const Program& prog, int64_t batch) {
     const double steps = double(prog.steps.size()), d = double(prog.dim());
     const double per_sample = 3.4e-4 * prog.uploads * d * d + 0.0098 * prog.n_inputs * d + 0.3;
     return double(batch) * per_sample + 0.01 * d * d * steps + 200.0;
+}
+
+/// Largest register the fused simulator takes: above it the 2^n x 2^n unitaries (16 MiB each at 10
+/// qubits in complex128) stop paying off.
+constexpr int kMaxFusedQubits = 12;
+
+/// Whether a first-order pass over `batch` samples runs fused: the rule of the CPU op, which the CUDA op
+/// follows too (the cost model is fitted to CPU times; no GPU measurement exists to refit it).
+inline bool prefer_fused(const Program& prog, int64_t batch) {
+    return prog.n_qubits <= kMaxFusedQubits && batch > 0 && fused_cost(prog, batch) < gate_cost(prog, batch);
 }
 
 }  // namespace qdi

@@ -8,9 +8,11 @@
 ///                  per sample; the CUDA wrapper sums the partials in shared memory (the barrier sits
 ///                  between the two phases), the CPU launcher sums them in thread order.
 /// States are [count, 2^n] interleaved complex, one vector after another (cuStateVec's batched layout).
-/// Gate arithmetic: qallegro/qdi_gates.h; derivative terms: qallegro/qdi_program.h. Torch-free.
+/// Gate arithmetic: qallegro/qdi_gates.h; derivative terms: qallegro/qdi_program.h; the per-sample
+/// kernels of the fused simulator (qallegro/qdi_fused_driver.h) at the end. Torch-free.
 #include <cstdint>
 
+#include "qallegro/qdi_fused.h"
 #include "qallegro/qdi_program.h"
 
 namespace qallegro {
@@ -204,6 +206,98 @@ struct BlockTerms {
             block_input_terms(*sm, x[f], tx ? tx[f] : T(0), C0, C12, second, gx[f], S1, S2);
         }
         block_weight_terms(*sm, S1, S2, second, F, gw_ps + b * P);
+    }
+};
+
+// ---- per-sample kernels of the fused simulator (qallegro/qdi_fused.h): the embeddings ----
+// emb[q] is the step of qubit q's embedding in the upload at hand; qubit q acts on bit n - 1 - q
+// (Program::bit). Factors are row-major complex [B, n, 2, 2].
+
+/// The embedding factors A_q = R(x_bq) pre_q of one upload, or their adjoints; one thread per
+/// (sample, qubit).
+template <typename T>
+struct EmbeddingFactors {
+    const StepMats<T>* sm;
+    const int32_t* emb;
+    const T* x;
+    int64_t batch;
+    int n, F;
+    bool adjoint;
+    T* factors;
+    QALLEGRO_HD void operator()(int64_t block, int thread, int block_dim) const {
+        const int64_t t = block * block_dim + thread;
+        if (t >= batch * n) return;
+        const StepMats<T>& s = sm[emb[t % n]];
+        const T xb = x[(t / n) * F + s.emb_param];
+        Mat2<T> a = embedding_matrix(s, T(cos(xb / 2)), T(sin(xb / 2)));
+        if (adjoint) a = mat2_adjoint(a);
+        mat2_row_major(a, factors + 8 * t);
+    }
+};
+
+/// The first upload's embedding on |0...0>: the product states (x)_q A_q |0>, amplitude i of sample b
+/// the product over q of A_q[i_q][0] (i_q: qubit q's bit of i). One thread per amplitude.
+template <typename T>
+struct ProductStates {
+    const T* factors;
+    int64_t batch;
+    int n;
+    T* sv;
+    QALLEGRO_HD void operator()(int64_t block, int thread, int block_dim) const {
+        const int64_t t = block * block_dim + thread;
+        if (t >= (batch << n)) return;
+        const int64_t b = t >> n, i = t & ((int64_t(1) << n) - 1);
+        T re = T(1), im = T(0);
+        for (int q = 0; q < n; ++q) {
+            const T* a = factors + 8 * (b * n + q) + 4 * ((i >> (n - 1 - q)) & 1);  // row i_q, column 0
+            const T r = re * a[0] - im * a[1];
+            im = re * a[1] + im * a[0];
+            re = r;
+        }
+        sv[2 * t] = re;
+        sv[2 * t + 1] = im;
+    }
+};
+
+/// psi <- A_q psi on qubit q in `count` states; state s uses sample s % batch's factor (phi and lam
+/// stored back to back share them). One thread per (state, pair).
+template <typename T>
+struct EmbeddingFactorApply {
+    T* sv;
+    const T* factors;
+    int64_t count, batch;
+    int n, q;
+    QALLEGRO_HD void operator()(int64_t block, int thread, int block_dim) const {
+        const int64_t half = int64_t(1) << (n - 1), t = block * block_dim + thread;
+        if (t >= count * half) return;
+        const int bit = n - 1 - q;
+        const int64_t s = t / half, i0 = (s << n) + pair_index(t % half, bit), i1 = i0 + (int64_t(1) << bit);
+        const T* m = factors + 8 * ((s % batch) * n + q);
+        apply_pair(QDI_MAT(m), QDI_AMP(sv, i0, i1));
+    }
+};
+
+/// gx[b, f] = Im <lam_b|P_q|phi_b> for the embedding rotation of qubit q (Pauli P_q, input f): the input
+/// derivative, phi and lam taken right after the embedding. Reduce body, one block per (sample, qubit).
+template <typename T>
+struct EmbeddingInputGradient {
+    using value_type = T;
+    static constexpr int kValues = 1;
+    const T *phi, *lam;
+    const StepMats<T>* sm;
+    const int32_t* emb;
+    int n, F;
+    T* gx;
+    QALLEGRO_HD void partial(int64_t block, int thread, int block_dim, T* acc) const {
+        const int q = int(block % n), bit = n - 1 - q, pauli = sm[emb[q]].emb_kind;
+        const int64_t half = int64_t(1) << (n - 1), base = (block / n) << n;
+        for (int64_t p = thread; p < half; p += block_dim) {
+            const int64_t i0 = base + pair_index(p, bit), i1 = i0 + (int64_t(1) << bit);
+            acc[0] += im_pauli_pair(pauli, QDI_AMP(lam, i0, i1), QDI_AMP(phi, i0, i1));
+        }
+    }
+    QALLEGRO_HD void finish(int64_t block, const T* sum) const {
+        gx[(block / n) * F + sm[emb[block % n]].emb_param] = sum[0];
     }
 };
 
