@@ -1,21 +1,33 @@
 // CUDA face of the qdi ops: launch configuration and memory movement only. The kernel bodies
-// (qallegro/qdi_kernels.h) and their launch sequence (qallegro/qdi_driver.h) are shared with a
-// sequential CPU launcher (csrc/cpu/qdi_kernels_cpu.cpp), so the CPU test suite runs the very code this
-// file launches (QALLEGRO_QDI_SIMULATOR=device-kernels); gate arithmetic and derivative terms are
+// (qallegro/qdi_kernels.h) and their launch sequences (qallegro/qdi_driver.h gate by gate,
+// qallegro/qdi_fused_driver.h fused) are shared with a sequential CPU launcher
+// (csrc/cpu/qdi_kernels_cpu.cpp), so the CPU test suite runs the very code this file launches
+// (QALLEGRO_QDI_SIMULATOR=device-kernels and device-fused); gate arithmetic and derivative terms are
 // qallegro/qdi_gates.h and qdi_program.h, shared with the CPU simulators.
 //
 // Layout: states [B, 2^n] interleaved complex, one state vector after another (cuStateVec's batched
-// layout). Backward (adjoint method): one reduce kernel per block - one thread block per sample,
-// threads over amplitude pairs - un-computes phi and lam and reduces the 2x2 cross matrix; a per-sample
-// kernel turns it into input gradients and per-sample weight gradients (summed by ATen, deterministic).
-// Forward: with cuStateVec (QALLEGRO_HAVE_CUSTATEVEC), custatevecApplyMatrixBatched for the blocks (per
-// sample for embedding blocks, broadcast otherwise; CNOTs as X with one control) and
-// custatevecComputeExpectationBatched; without it, the shared kernels.
+// layout). Which simulator runs a first-order pass is the CPU op's rule (prefer_fused, qdi_fused.h: its
+// cost model is fitted to CPU times and has not been refitted on a GPU):
+//   fused: per upload one 2^n x 2^n unitary V_u built on the host (as the CPU fused driver builds it)
+//   and copied to the device; the batch meets it in complex GEMMs through ATen (cuBLAS); the first
+//   product state, the later embeddings, expectations, observables and input gradients are kernels;
+//   weight gradients from C_u = Phi^+ Lam (one GEMM) back on the host over the basis states.
+//   gate by gate: backward (adjoint method) one reduce kernel per block - one thread block per sample,
+//   threads over amplitude pairs - un-computes phi and lam and reduces the 2x2 cross matrix; a
+//   per-sample kernel turns it into input gradients and per-sample weight gradients (summed by ATen,
+//   deterministic). Forward: with cuStateVec (QALLEGRO_HAVE_CUSTATEVEC), custatevecApplyMatrixBatched
+//   for the blocks (per sample for embedding blocks, broadcast otherwise; CNOTs as X with one control)
+//   and custatevecComputeExpectationBatched; without it, the shared kernels.
+// Second derivatives always run gate by gate with the shared kernels.
 //
 // What the CPU cannot test: the cuStateVec forward (its matrices, bit positions and gate order are read
 // from the same Program and StepMats as every other simulator, its Pauli and X matrices come from
-// pauli_matrix(), but the library calls themselves run only on a GPU), the shared-memory tree reduction
-// of reduce_kernel (the CPU launcher sums the same partials in thread order), and stream/launch errors.
+// pauli_matrix(), but the library calls themselves run only on a GPU); the fused path's cuBLAS GEMMs on
+// complex CUDA tensors with conjugate-transposed views (the CPU runs the same ATen calls, on BLAS) and
+// its host<->device copies (V_u^T to the device, C_u back); the shared-memory tree reduction of
+// reduce_kernel (the CPU launcher sums the same partials in thread order); which path the cost rule
+// picks on a GPU at a given size (tests/ops/test_qdi.py::test_cuda_matches_cpu covers one size of each,
+// with a GPU); and stream/launch errors.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <cuda_runtime.h>
@@ -36,6 +48,7 @@
 
 #include "qallegro/qdi_check.h"
 #include "qallegro/qdi_driver.h"
+#include "qallegro/qdi_fused_driver.h"
 
 namespace qallegro {
 namespace {
@@ -223,6 +236,7 @@ std::tuple<at::Tensor, at::Tensor> qdi_cuda(const at::Tensor& inputs, const at::
     CudaLaunch launch{dev.stream};
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_cuda", [&] {
         const auto mats = host_step_mats<scalar_t>(prog, weights, at::Tensor());
+        if (prefer_fused(prog, x.size(0))) return fused_kernels_forward<scalar_t>(prog, launch, mats, x, y, state);
 #ifdef QALLEGRO_HAVE_CUSTATEVEC
         forward_custatevec<scalar_t>(prog, launch, mats, x, reinterpret_cast<scalar_t*>(state.data_ptr()), y);
 #else
@@ -242,15 +256,19 @@ std::tuple<at::Tensor, at::Tensor> qdi_backward_cuda(const at::Tensor& grad_outp
     check_state(state, inputs, prog);
     const at::Tensor x = inputs.contiguous(), gy = grad_output.contiguous();
     const int64_t B = x.size(0);
-    at::Tensor gx = at::zeros_like(x), gw_ps = at::zeros({B, prog.n_weights}, x.options());
+    at::Tensor gx = at::zeros_like(x);
     if (B == 0) return {gx, at::zeros_like(weights)};
     const Device dev(x.device());
     CudaLaunch launch{dev.stream};
+    const bool fused = prefer_fused(prog, B);
+    at::Tensor gw = fused ? at::empty_like(weights, at::MemoryFormat::Contiguous)
+                          : at::zeros({B, prog.n_weights}, x.options());  // per-sample terms, summed below
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "qdi_backward_cuda", [&] {
         const auto mats = host_step_mats<scalar_t>(prog, weights, at::Tensor());
-        kernels_backward<scalar_t>(prog, launch, mats, x, gy, state, gx, gw_ps);
+        if (fused) return fused_kernels_backward<scalar_t>(prog, launch, mats, x, gy, state, gx, gw);
+        kernels_backward<scalar_t>(prog, launch, mats, x, gy, state, gx, gw);
     });
-    return {gx, gw_ps.sum(0).view(weights.sizes())};
+    return {gx, fused ? gw : gw.sum(0).view(weights.sizes())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> qdi_double_backward_cuda(

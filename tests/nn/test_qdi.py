@@ -64,7 +64,7 @@ def test_wrong_device_backend_is_an_error():
 
 
 @needs_kernels
-@pytest.mark.parametrize("simulator", ["fused", "gates"])
+@pytest.mark.parametrize("simulator", ["fused", "gates", "device-fused"])
 def test_force_training_step_matches_reference(monkeypatch, simulator):
     """E(r) = sum(lin(QDI(lin(r)))); loss on F = -dE/dr; the weight gradient needs d^2 E / dr dw."""
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", simulator)
