@@ -4,7 +4,10 @@
 /// and the weight gradients from C_u = sum_b phi_ub lam_ub^+, both computed over the 2^n basis states
 /// on the host (their cost does not grow with the batch). Needs ATen; tensors here are CPU tensors.
 /// Header-only so that the CUDA translation unit gets its own copy (qdi.cu is also linked on its own,
-/// with --no-undefined, as a link check).
+/// with --no-undefined, as a link check), and with internal linkage: csrc/cpu is compiled with OpenMP,
+/// where at::parallel_for spreads the basis states over threads, nvcc without it, where it runs
+/// serially; with external linkage the two differing instances would share one name and the linker
+/// could keep the serial one for the CPU op too.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -15,6 +18,7 @@
 
 namespace qallegro {
 namespace qdi {
+namespace {
 
 /// Complex CPU dtype whose real part is T.
 template <typename T>
@@ -73,5 +77,6 @@ void matrix_weight_gradients(const Program& prog, const Chains& chains, const st
     }
 }
 
+}  // namespace
 }  // namespace qdi
 }  // namespace qallegro
