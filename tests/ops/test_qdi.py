@@ -165,6 +165,19 @@ def test_device_fused_equals_gate_by_gate(monkeypatch, rotation, entangling, mea
     assert torch.autograd.gradcheck(lambda a, b: qdi(a, b, *cfg), (x.requires_grad_(), w.requires_grad_()))
 
 
+@pytest.mark.parametrize("n,depth,batch,picked", [(5, 2, 33, "gates"), (4, 6, 256, "fused")])
+def test_cost_rule_picks_the_cheaper_simulator(monkeypatch, n, depth, batch, picked):
+    """The automatic choice (prefer_fused, which the CUDA op follows too) runs exactly one of the two
+    simulators, told apart by their rounding: the sizes test_cuda_matches_cpu relies on."""
+    x, w = sample_inputs(n=n, depth=depth, batch=batch, seed=17)
+    ys = {}
+    for sim in ("auto", "fused", "gates"):
+        monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", sim)
+        ys[sim] = qdi(x, w)
+    other = "gates" if picked == "fused" else "fused"
+    assert torch.equal(ys["auto"], ys[picked]) and not torch.equal(ys["auto"], ys[other])
+
+
 def test_simulator_choice_is_checked(monkeypatch):
     monkeypatch.setenv("QALLEGRO_QDI_SIMULATOR", "fast")
     x, w = sample_inputs(n=2, batch=2)
