@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# MKL's default (non-reproducible) mode picks its dgemm kernels per call from the thread count: a fresh
-# process's first float64 pass then differed from the in-process reference by up to 1.5e-9 relative in
-# the forces (test_metatomic's child process, about 1 run in 3 with 2 threads). Tests compare float64
-# results to ~1e-11, so they ask MKL for its strict reproducible mode (set before torch loads MKL;
-# child processes inherit it). Users' runs are not affected: this is the test session's environment.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
-import torch  # noqa: E402
+import torch
 
 SHARED_DATA = Path(os.environ.get("QALLEGRO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -175,8 +176,13 @@ def test_runs_in_a_process_that_never_imports_qallegro(metatomic_export):
     )
     structure = path.parent / f"{kind}_culi.traj"  # full precision, unlike extxyz
     atoms.write(str(structure))
+    # one thread in the child: a fresh process running a TorchScript Allegro+MLP export with 2 threads gives
+    # forces that differ from the eager model's by 1.5e-9 relative in about 1 run in 5 (energies agree to
+    # 1e-15; not MKL's reproducibility mode, the JIT fuser or the profiling executor; 1 thread: always 1e-15).
+    # This test is about the import-free process; the cause is open (see the issue notes).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", script, str(path), str(structure), str(path.parent / "extensions")],
-                          capture_output=True, text=True, timeout=300, cwd=str(path.parent))
+                          capture_output=True, text=True, timeout=300, cwd=str(path.parent), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert max_relative(got["energy"], expected["energy"]) <= REL64
