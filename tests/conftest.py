@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 import torch
 
 SHARED_DATA = Path(os.environ.get("QALLEGRO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
