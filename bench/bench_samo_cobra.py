@@ -14,7 +14,7 @@ Every run is cached in ``--cache`` (JSON lines; new runs go to the first file, a
 so an interrupted table resumes where it stopped. The table always has rows for every problem
 with cached runs, whichever ``--problems`` were run this time; text after a line
 ``<!-- notes -->`` in an existing ``--out`` file is kept, and the same figures go to ``--json``.
-Two processes can share the work with ``--first-seed`` and different first cache files.
+Two processes can share the work with ``--first-seed`` (or ``--problems``) and different last cache files.
 ``--quick`` (what ``make bench`` runs) is one seed of BNH and CTP1 with its own cache and outputs.
 
     OMP_NUM_THREADS=1 nice python bench/bench_samo_cobra.py --seeds 10 --out bench/results/samo_cobra.md
@@ -110,7 +110,8 @@ NOTES_MARK = "<!-- notes -->"
 DEFAULT_CACHE = (
     "bench/results/samo_cobra_runs.jsonl,bench/results/samo_cobra_runs_ctp1.jsonl,"
     "bench/results/samo_cobra_runs_osy.jsonl,bench/results/samo_cobra_runs_osy2.jsonl,"
-    "bench/results/samo_cobra_runs_new.jsonl"
+    "bench/results/samo_cobra_runs_new.jsonl,bench/results/samo_cobra_runs_srd.jsonl,"
+    "bench/results/samo_cobra_runs_zdt1.jsonl,bench/results/samo_cobra_runs_srd2.jsonl"
 )
 
 
