@@ -78,3 +78,36 @@ def test_a_blocked_child_switches_forking_off(monkeypatch):
         got, reason = cpu_guard.map_with_cpu_limit(fn, [-np.ones(2), np.ones(2)], 3, cpu_seconds=10.0)
     assert reason == "blocked" and len(got) == 1
     assert not cpu_guard.available()
+
+
+@pytest.mark.parametrize("workers", [2, 3, 9])
+def test_several_children_give_the_same_records_in_item_order(workers):
+    items = list(np.random.default_rng(1).uniform(-1, 1, (7, 4)))
+    one, _ = cpu_guard.map_with_cpu_limit(_features, items, 3, cpu_seconds=10.0)
+    got, reason = cpu_guard.map_with_cpu_limit(_features, items, 3, cpu_seconds=10.0, workers=workers)
+    assert reason is None and len(got) == 7
+    assert all(np.array_equal(a, b) for a, b in zip(got, one))
+
+
+def test_several_children_report_the_first_failed_item_and_drop_later_ones():
+    def fn(x: np.ndarray) -> np.ndarray:
+        if x[0] > 0.5:
+            while True:  # a stall in the second child's share
+                pass
+        return _features(x)
+
+    # two children: items 0-2 and 3-5; item 4 stalls, so items 0-3 have records, 5 is dropped
+    items = [np.array([0.1 * k, 0.0]) for k in range(4)] + [np.array([0.9, 0.0]), np.array([0.2, 0.0])]
+    got, reason = cpu_guard.map_with_cpu_limit(fn, items, 3, cpu_seconds=1.0, workers=2)
+    assert reason == "cpu" and len(got) == 4
+    assert all(np.array_equal(g, _features(x)) for g, x in zip(got, items))
+
+    def err(x: np.ndarray) -> np.ndarray:
+        if x[0] < 0:
+            raise ValueError("negative item")
+        return _features(x)
+
+    # the first child's share fails at item 1: the second child's records (items 2, 3) are dropped
+    got, reason = cpu_guard.map_with_cpu_limit(err, [np.ones(2), -np.ones(2), np.ones(2), np.ones(2)], 3,
+                                               cpu_seconds=10.0, workers=2)
+    assert reason == "error" and len(got) == 1

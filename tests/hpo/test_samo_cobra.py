@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qallegro.hpo import problems
+from qallegro.hpo import cpu_guard, problems
 from qallegro.hpo.rbf import OutputScaling, fit_rbf
 from qallegro.hpo.samo_cobra import SamoCobra, initial_design, minimize, pareto_mask
 
@@ -182,3 +182,13 @@ def test_eps_margin_acts_in_scaled_units():
         SamoCobra(2, 2, 2, ref_point=p.ref_point, con_scale=[1.0, -2.0])
     given = SamoCobra(2, 2, 2, ref_point=p.ref_point, con_scale=[3.0, 7.0])
     np.testing.assert_array_equal(given.constraint_scale, [3.0, 7.0])  # known before any evaluation
+
+
+@pytest.mark.skipif(not cpu_guard.available(), reason="parallel infill starts need Linux fork")
+def test_parallel_infill_starts_give_the_same_run():
+    # the multi-start COBYLA of each infill step split over two forked processes: same points, same front
+    p = problems.get("TNK")
+    kw = dict(budget=14, seed=2)
+    a = minimize(p, p.bounds, 2, p.n_con, p.ref_point, **kw)
+    b = minimize(p, p.bounds, 2, p.n_con, p.ref_point, infill_workers=2, **kw)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.g, b.g) and np.array_equal(a.hv_progress, b.hv_progress)

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 import qallegro.train as qtrain
 from qallegro.cli import main
@@ -116,7 +116,7 @@ def test_killed_worker_loses_nothing(tmp_path):
     while time.monotonic() < deadline and victim is None:  # kill the worker inside its second trial
         try:
             trials = _trials(cfg, "culi", "allegro") if (cfg.out / "studies.db").exists() else []
-        except (KeyError, OperationalError):  # study not created yet, or the database is being set up
+        except (KeyError, OperationalError, IntegrityError):  # no study yet, or the database is being set up
             trials = []
         running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
         if running and sum(t.state == TrialState.COMPLETE for t in trials) >= 1:
@@ -174,3 +174,31 @@ def test_qm9_subset_is_drawn_once_and_reused(tmp_path, monkeypatch):
     again = load_splits(cfg, "benzene")
     assert [s.positions.tolist() for s in again.test] == [s.positions.tolist() for s in first.test]
     assert len(first.train) == 10 and len(first.val) == 6 and len(first.test) == 8
+
+
+def test_workers_racing_to_create_the_schema_both_get_the_storage(tmp_path, monkeypatch):
+    # two workers started together on a new database: the loser's insert of the schema version fails
+    # (seen: "UNIQUE constraint failed: alembic_version.version_num") though the schema is there; it retries
+    import optuna.storages
+
+    from qallegro.hpo.study_run import make_storage
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = make_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+    def broken(*args, **kwargs):
+        raise IntegrityError("INSERT INTO studies", {}, Exception("NOT NULL constraint failed"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(IntegrityError, match="NOT NULL"):  # other integrity errors are not retried
+        make_storage(f"sqlite:///{tmp_path / 'other.db'}")

@@ -64,26 +64,9 @@ def available() -> bool:
     return sys.platform.startswith("linux") and resource is not None and hasattr(os, "fork") and not _disabled
 
 
-def map_with_cpu_limit(
-    fn: Callable[[np.ndarray], np.ndarray], items: Sequence[np.ndarray], record_len: int, cpu_seconds: float
-) -> Tuple[List[np.ndarray], Optional[str]]:
-    """``[fn(item) for item in items]`` computed in one forked child, each ``fn`` result a float64
-    vector of ``record_len`` entries.
-
-    Returns (results of the first k items, reason) where reason is None when k == len(items), else
-    why item k has no result: "cpu" (it ran ``cpu_seconds`` of CPU time, give or take a second,
-    without a :func:`heartbeat` and was stopped), "error" (``fn`` raised in the child; its
-    traceback went to stderr: rerun item k in-process to see it) or "blocked" (no result for 600 s
-    of wall time; rerun item k in-process, forking is off from now on). Any other death of the
-    child raises RuntimeError.
-    """
-    global _disabled, _limit
-    if not available():
-        raise RuntimeError("map_with_cpu_limit needs Linux with os.fork and the resource module")
-    if len(items) == 0:
-        return [], None
-    sys.stdout.flush()
-    sys.stderr.flush()
+def _spawn(fn: Callable[[np.ndarray], np.ndarray], items: Sequence[np.ndarray], record_len: int, cpu_seconds: float):
+    """Forks a child computing ``fn`` over ``items`` (results written to a pipe); returns (pid, read fd)."""
+    global _limit
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns when threads exist
@@ -107,38 +90,85 @@ def map_with_cpu_limit(
         finally:
             os._exit(status)
     os.close(write_fd)
-    buf = bytearray()
+    return pid, read_fd
+
+
+def map_with_cpu_limit(
+    fn: Callable[[np.ndarray], np.ndarray],
+    items: Sequence[np.ndarray],
+    record_len: int,
+    cpu_seconds: float,
+    workers: int = 1,
+) -> Tuple[List[np.ndarray], Optional[str]]:
+    """``[fn(item) for item in items]`` computed in forked children, each ``fn`` result a float64
+    vector of ``record_len`` entries.
+
+    ``workers`` children run at once, each on a contiguous part of ``items`` (results are the same as
+    with one child: every item is computed by the same function on a copy of the same process).
+    Returns (results of the first k items, reason) where reason is None when k == len(items), else
+    why item k has no result: "cpu" (it ran ``cpu_seconds`` of CPU time, give or take a second,
+    without a :func:`heartbeat` and was stopped), "error" (``fn`` raised in the child; its
+    traceback went to stderr: rerun item k in-process to see it) or "blocked" (no result for 600 s
+    of wall time; rerun item k in-process, forking is off from now on). Any other death of a
+    child raises RuntimeError. Items after k that a later child computed are dropped (the caller
+    goes on from item k).
+    """
+    global _disabled
+    if not available():
+        raise RuntimeError("map_with_cpu_limit needs Linux with os.fork and the resource module")
+    if len(items) == 0:
+        return [], None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    workers = max(1, min(int(workers), len(items)))
+    bounds = [len(items) * w // workers for w in range(workers + 1)]
+    children = [_spawn(fn, items[bounds[w] : bounds[w + 1]], record_len, cpu_seconds) for w in range(workers)]
+    bufs = {fd: bytearray() for _, fd in children}
+    statuses = {}
     blocked = False
     try:
-        while True:
-            ready, _, _ = select.select([read_fd], [], [], _BLOCKED_SECONDS)
+        open_fds = [fd for _, fd in children]
+        while open_fds:
+            ready, _, _ = select.select(open_fds, [], [], _BLOCKED_SECONDS)
             if not ready:
                 blocked = True
-                os.kill(pid, signal.SIGKILL)
+                for pid, fd in children:
+                    if fd in open_fds:
+                        os.kill(pid, signal.SIGKILL)
                 break
-            chunk = os.read(read_fd, 1 << 16)
-            if not chunk:
-                break
-            buf += chunk
+            for fd in ready:
+                chunk = os.read(fd, 1 << 16)
+                if chunk:
+                    bufs[fd] += chunk
+                else:
+                    open_fds.remove(fd)
     finally:
-        os.close(read_fd)
-        _, status = os.waitpid(pid, 0)
+        for pid, fd in children:
+            os.close(fd)
+            statuses[pid] = os.waitpid(pid, 0)[1]
     size = 8 * record_len
-    done = len(buf) // size
-    results = [np.frombuffer(bytes(buf[i * size : (i + 1) * size]), dtype=np.float64) for i in range(done)]
-    if done == len(items):
-        return results, None
-    if blocked:
-        _disabled = True
-        warnings.warn(
-            f"map_with_cpu_limit: the forked child made no progress for {_BLOCKED_SECONDS:.0f} s; "
-            "computing in-process from now on",
-            RuntimeWarning,
-            stacklevel=2,
+    results: List[np.ndarray] = []
+    for w, (pid, fd) in enumerate(children):
+        buf, n_items = bufs[fd], bounds[w + 1] - bounds[w]
+        done = len(buf) // size
+        results += [np.frombuffer(bytes(buf[i * size : (i + 1) * size]), dtype=np.float64) for i in range(done)]
+        if done == n_items:
+            continue
+        status = statuses[pid]
+        if blocked:
+            _disabled = True
+            warnings.warn(
+                f"map_with_cpu_limit: the forked child made no progress for {_BLOCKED_SECONDS:.0f} s; "
+                "computing in-process from now on",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return results, "blocked"
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+            return results, "cpu"
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1:
+            return results, "error"
+        raise RuntimeError(
+            f"map_with_cpu_limit: child process ended with status {status} after {len(results)} of {len(items)} items"
         )
-        return results, "blocked"
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
-        return results, "cpu"
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1:
-        return results, "error"
-    raise RuntimeError(f"map_with_cpu_limit: child process ended with status {status} after {done} of {len(items)} items")
+    return results, None

@@ -313,9 +313,15 @@ def _start(problem: InfillProblem, x0: np.ndarray, max_iter: int, tol: float) ->
 
 
 def _run_starts(
-    problem: InfillProblem, starts: np.ndarray, max_iter: int, tol: float, stall_cpu_seconds: Optional[float]
+    problem: InfillProblem,
+    starts: np.ndarray,
+    max_iter: int,
+    tol: float,
+    stall_cpu_seconds: Optional[float],
+    workers: int = 1,
 ) -> List[np.ndarray]:
-    """Records of all starts; with ``stall_cpu_seconds``, NLopt runs in a forked child and a start
+    """Records of all starts; with ``stall_cpu_seconds``, NLopt runs in forked children (``workers`` at
+    once, each on a contiguous share of the starts: the records are the same) and a start
     that goes that much CPU time without evaluating the problem (stalled inside NLopt, issue #370,
     see :mod:`qallegro.hpo.cpu_guard`) counts as a failed start at its initial point, as NLopt's
     own failures (round-off limited) do."""
@@ -328,7 +334,7 @@ def _run_starts(
             records += [_start(problem, x0, max_iter, tol) for x0 in starts[len(records) :]]
             break
         done, reason = cpu_guard.map_with_cpu_limit(
-            lambda x0: _start(problem, x0, max_iter, tol), starts[len(records) :], d + 3, stall_cpu_seconds
+            lambda x0: _start(problem, x0, max_iter, tol), starts[len(records) :], d + 3, stall_cpu_seconds, workers
         )
         records += done
         if reason is None:
@@ -354,6 +360,7 @@ def solve_infill(
     rng: np.random.Generator,
     tol: float = 1e-6,
     stall_cpu_seconds: Optional[float] = 2.0,
+    workers: int = 1,
 ) -> np.ndarray:
     """Multi-start COBYLA on ``problem``; returns the best point [d] in [-1, 1]^d and adapts ``budget``.
 
@@ -364,7 +371,7 @@ def solve_infill(
     """
     d = problem.predictor.centres.shape[1]
     starts = rng.uniform(-1.0, 1.0, size=(budget.n_starts, d))
-    records = _run_starts(problem, starts, budget.max_iter, tol, stall_cpu_seconds)
+    records = _run_starts(problem, starts, budget.max_iter, tol, stall_cpu_seconds, workers)
     results = [(r[:d], bool(r[d]), float(r[d + 1]), float(r[d + 2])) for r in records]
     ok = [r[1] for r in results]
     budget.update(all(ok))

@@ -76,7 +76,9 @@ class SamoCobra:
     reference), acting on scaled constraints; con_scale [n_con]: the positive unit each constraint
     is divided by before the surrogates see it (e.g. the limit L of ``g = value - L``), None or a
     None/NaN entry for "the median |g| of the initial design"; cobyla_stall_seconds: CPU time NLopt's COBYLA may run without evaluating the
-    infill problem before that start counts as failed (it can stall for minutes; None: no guard).
+    infill problem before that start counts as failed (it can stall for minutes; None: no guard);
+    infill_workers: processes running the multi-start COBYLA of one infill step at once (forked, with the
+    stall guard; the chosen point is the same for any number, the wall time of a step shrinks).
     """
 
     dim: int
@@ -92,6 +94,7 @@ class SamoCobra:
     kernels: Tuple[str, ...] = KERNELS
     cobyla_stall_seconds: Optional[float] = 2.0
     con_scale: Optional[Sequence[Optional[float]]] = None
+    infill_workers: int = 1
     x: np.ndarray = field(init=False)
     f: np.ndarray = field(init=False)
     g: np.ndarray = field(init=False)
@@ -256,7 +259,8 @@ class SamoCobra:
             extra_avoid=pending if avoid is None else np.vstack([pending, np.reshape(avoid, (-1, self.dim))]),
             criterion=self.infill,
         )
-        return solve_infill(problem, self.budget, self._rng, stall_cpu_seconds=self.cobyla_stall_seconds)
+        return solve_infill(problem, self.budget, self._rng, stall_cpu_seconds=self.cobyla_stall_seconds,
+                            workers=self.infill_workers)
 
 
 @dataclass
@@ -300,7 +304,7 @@ def minimize(
     ``fun(x)`` takes x [d] in original units and returns (objectives [n_obj], constraints [n_con])
     with ``g <= 0`` feasible, or just the objectives when ``n_con == 0``. ``options`` go to
     :class:`SamoCobra` (infill, init_design, n_init, eps_init, eps_max, kernels,
-    cobyla_stall_seconds).
+    cobyla_stall_seconds, con_scale, infill_workers).
     """
     lb, ub = np.asarray(bounds, dtype=float).T
     if np.any(ub <= lb):

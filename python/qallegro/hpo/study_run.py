@@ -66,8 +66,19 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT, retries: int = RETRIES):
               else {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     if not url.startswith(("sqlite", "postgresql", "mysql")):
         raise ValueError(f"storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql+psycopg2://...), got {url!r}")
-    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(4):
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+        except (IntegrityError, OperationalError) as err:
+            # workers started together on a new database race to create its schema: the loser's insert
+            # of the schema version (or CREATE TABLE) fails although the schema is now there; retry
+            if attempt == 3 or not ("UNIQUE" in str(err) or "already exists" in str(err) or "duplicate" in str(err)):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def fail_dead_trials(study) -> int:
