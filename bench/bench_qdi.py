@@ -105,7 +105,7 @@ def make_step(impl: str, n: int, batch: int, chunk: Optional[int] = None) -> Cal
     return step
 
 
-def sweep(threads: int, qubits, batches, impls) -> List[dict]:
+def sweep(threads: int, qubits, batches, impls, step_limit: float = STEP_LIMIT_S) -> List[dict]:
     """Times every implementation; rows in the suites' format (group, reference, qallegro_s,
     reference_s, ratio) with the sizes, threads and load."""
     torch.set_num_threads(threads)
@@ -126,8 +126,8 @@ def sweep(threads: int, qubits, batches, impls) -> List[dict]:
                 if impl in last:  # extrapolate from the last size: work ~ batch * 4^n
                     b0, n0, t0 = last[impl]
                     est = t0 * batch / b0 * 4.0 ** (n - n0)
-                    if est > STEP_LIMIT_S:
-                        skipped[key] = f"a step would take ~{est:.0f} s (limit {STEP_LIMIT_S:.0f} s)"
+                    if est > step_limit:
+                        skipped[key] = f"a step would take ~{est:.0f} s (limit {step_limit:.0f} s)"
                         continue
                 diff = check_equal(impl, n)
                 if diff > 1e-10:
@@ -313,15 +313,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--qubits", default=",".join(map(str, QUBITS)))
     parser.add_argument("--batch", default=",".join(map(str, BATCHES)))
     parser.add_argument("--impls", default="qallegro,qallegro_fused,qallegro_gates," + ",".join(qdi_references.REFERENCES))
-    parser.add_argument("--step-limit", type=float, default=None,
+    parser.add_argument("--step-limit", type=float, default=STEP_LIMIT_S,
                         help=f"seconds (default {STEP_LIMIT_S:.0f}): a reference whose step extrapolates longer is not timed")
     parser.add_argument("--e2e", action="store_true", help="time the Allegro training steps instead of the sweep")
     parser.add_argument("--json", type=Path, help="merge the rows into this results file")
     parser.add_argument("--table", type=Path, help="print README's QDI table from this results file and exit")
     parser.add_argument("--readme", type=Path, help="with --table: write it into this README between the markers")
     args = parser.parse_args(argv)
-    if args.step_limit is not None:
-        globals()["STEP_LIMIT_S"] = args.step_limit
     if args.table:
         text = table(args.table)
         if args.readme:
@@ -333,7 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = e2e(args.threads)
     else:
         rows = sweep(args.threads, [int(q) for q in args.qubits.split(",")], [int(b) for b in args.batch.split(",")],
-                     args.impls.split(","))
+                     args.impls.split(","), args.step_limit)
     if args.json:
         merge(args.json, rows)
     return 0

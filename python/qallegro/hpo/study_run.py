@@ -68,17 +68,20 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT, retries: int = RETRIES):
         raise ValueError(f"storage must be an SQLAlchemy URL (sqlite:///x.db, postgresql+psycopg2://...), got {url!r}")
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    for attempt in range(4):
+    def build():
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+
+    for attempt in range(3):
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+            return build()
         except (IntegrityError, OperationalError) as err:
             # workers started together on a new database race to create its schema: the loser's insert
             # of the schema version (or CREATE TABLE) fails although the schema is now there; retry
-            if attempt == 3 or not ("UNIQUE" in str(err) or "already exists" in str(err) or "duplicate" in str(err)):
+            if not any(s in str(err) for s in ("UNIQUE", "already exists", "duplicate")):
                 raise
             time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return build()
 
 
 def fail_dead_trials(study) -> int:
