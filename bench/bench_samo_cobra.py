@@ -10,7 +10,7 @@ LogEHVI for two objectives), the strongest an Optuna user has. SAMO-COBRA's infi
 hypervolume at a reference point it is given: method "samo-cobra" is given the paper's point,
 "samo-cobra-tight" the tight one; both are scored at both points.
 
-Every run is cached in ``--cache`` (JSON lines; new runs go to the first file, all files are read),
+Every run is cached in ``--cache`` (JSON lines; new runs go to the last file, all files are read),
 so an interrupted table resumes where it stopped. The table always has rows for every problem
 with cached runs, whichever ``--problems`` were run this time; text after a line
 ``<!-- notes -->`` in an existing ``--out`` file is kept, and the same figures go to ``--json``.
@@ -19,7 +19,7 @@ Two processes can share the work with ``--first-seed`` (or ``--problems``) and d
 
     OMP_NUM_THREADS=1 nice python bench/bench_samo_cobra.py --seeds 10 --out bench/results/samo_cobra.md
     OMP_NUM_THREADS=1 nice python bench/bench_samo_cobra.py --problems OSY --first-seed 5 --seeds 10
-        --cache bench/results/samo_cobra_runs_osy2.jsonl,bench/results/samo_cobra_runs.jsonl   (one command)
+        --cache bench/results/samo_cobra_runs_baselines.jsonl,bench/results/samo_cobra_runs_osy.jsonl   (one command)
 """
 
 from __future__ import annotations
@@ -107,11 +107,11 @@ LABELS = {
     "gp": "GPSampler",
 }
 NOTES_MARK = "<!-- notes -->"
+# NSGA-II, TPE and GPSampler runs (they do not depend on qallegro's code), then SAMO-COBRA's runs since
+# the objectives' log transform (2 December 2026); earlier SAMO-COBRA runs are in git history
 DEFAULT_CACHE = (
-    "bench/results/samo_cobra_runs.jsonl,bench/results/samo_cobra_runs_ctp1.jsonl,"
-    "bench/results/samo_cobra_runs_osy.jsonl,bench/results/samo_cobra_runs_osy2.jsonl,"
-    "bench/results/samo_cobra_runs_new.jsonl,bench/results/samo_cobra_runs_srd.jsonl,"
-    "bench/results/samo_cobra_runs_zdt1.jsonl,bench/results/samo_cobra_runs_srd2.jsonl"
+    "bench/results/samo_cobra_runs_baselines.jsonl,bench/results/samo_cobra_runs_v3a.jsonl,"
+    "bench/results/samo_cobra_runs_v3b.jsonl"
 )
 
 

@@ -68,3 +68,29 @@ def test_output_scaling_keeps_constraint_signs():
 def test_unknown_kernel_is_named():
     with pytest.raises(ValueError, match="unknown RBF kernel 'wendland'"):
         fit_rbf("wendland", *sample_inputs())
+
+
+def test_objective_log_transform_round_trips_and_resolves_small_values():
+    rng = np.random.default_rng(3)
+    # a deflection-like objective: good values ~1e-4, bad ones ~10 (welded beam spans 4e-4 to 7)
+    y = np.exp(rng.uniform(np.log(1e-4), np.log(10.0), size=(40, 2))) * np.array([1.0, 1e3])
+    s = OutputScaling.fit(y, "objective")
+    assert s.n_transforms == 3
+    z = s.forward(y)
+    assert z.shape == (40, 6)
+    for col in range(2):
+        for t in range(3):
+            np.testing.assert_allclose(s.inverse(z[:, col + 2 * t], col, t), y[:, col], rtol=1e-9)
+        lo, q1 = y[:, col].min(), np.percentile(y[:, col], 25)
+        np.testing.assert_allclose([s.log_lo[col], s.log_unit[col]], [lo, q1 - lo])
+        # the log targets spread the best quarter of the values over > 5% of their range; plain ones
+        # squash it (< 0.1%), and so does plog when the values are << 1 (column 0)
+        good = y[:, col] <= q1
+        spread = [np.ptp(z[good, col + 2 * t]) / np.ptp(z[:, col + 2 * t]) for t in range(3)]
+        assert spread[2] > 0.05 and spread[2] > 50 * spread[0]
+        if col == 0:
+            assert spread[2] > 50 * spread[1]
+    # invariant to the objective's units and offset: 1e6 * y + 3 gives the same log targets
+    np.testing.assert_allclose(OutputScaling.fit(1e6 * y + 3.0, "objective").forward(1e6 * y + 3.0)[:, 4:], z[:, 4:], atol=1e-9)
+    # predictions far above every value seen stay finite
+    assert np.isfinite(s.inverse(np.array([1e6]), 0, 2)).all()

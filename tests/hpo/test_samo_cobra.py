@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qallegro.hpo import cpu_guard, problems
+from qallegro.hpo.infill import Predictor
 from qallegro.hpo.rbf import OutputScaling, fit_rbf
 from qallegro.hpo.samo_cobra import SamoCobra, initial_design, minimize, pareto_mask
 
@@ -49,7 +50,7 @@ def test_eps_adapts_and_models_are_chosen_by_one_step_errors():
     use[-4:] = True
     rmse = np.sqrt(errors[use].mean(axis=0))
     for out, choice in enumerate(obj + con):
-        picked = rmse[out, opt.kernels.index(choice.kernel), int(choice.use_plog)]
+        picked = rmse[out, opt.kernels.index(choice.kernel), choice.transform]
         assert picked == rmse[out].min()
     # the linear constraint x2 - 0.5 lies in the polynomial tail: once the points outnumber the tail
     # terms (here 5), the one-step prediction of the best surrogate is exact
@@ -81,11 +82,13 @@ def test_one_step_ahead_errors_equal_a_from_scratch_refit():
         for ki, kernel in enumerate(opt.kernels):
             z = fit_rbf(kernel, opt.x[:n], y).predict(opt.x[n][None, :])[0]
             for o in range(4):
-                scaling, col, k = (obj, o, 2) if o < 2 else (con, o - 2, 2)
-                base = 0 if o < 2 else 4
-                for use_plog in (False, True):
-                    pred = scaling.inverse(z[base + col + k * use_plog], col, use_plog)
-                    np.testing.assert_allclose(stored[o, ki, int(use_plog)], (pred - truth[o]) ** 2, rtol=1e-10, atol=1e-14)
+                # columns: [obj plain | obj plog | obj log | con plain | con plog], 2 outputs each
+                scaling, col, base, transforms = (obj, o, 0, 3) if o < 2 else (con, o - 2, 6, 2)
+                for t in range(transforms):
+                    pred = scaling.inverse(z[base + col + 2 * t], col, t)
+                    np.testing.assert_allclose(stored[o, ki, t], (pred - truth[o]) ** 2, rtol=1e-10, atol=1e-14)
+                if transforms == 2:
+                    assert stored[o, ki, 2] == np.inf  # constraints have no log surrogate
 
 
 def test_stall_guard_leaves_the_run_unchanged():
@@ -192,3 +195,26 @@ def test_parallel_infill_starts_give_the_same_run():
     a = minimize(p, p.bounds, 2, p.n_con, p.ref_point, **kw)
     b = minimize(p, p.bounds, 2, p.n_con, p.ref_point, infill_workers=2, **kw)
     assert np.array_equal(a.x, b.x) and np.array_equal(a.g, b.g) and np.array_equal(a.hv_progress, b.hv_progress)
+
+
+def test_log_transform_is_chosen_for_an_objective_spanning_orders_of_magnitude():
+    # welded beam: the deflection 2.1952 / (t^3 b) runs from 4e-4 to ~10 in over the box, where plog is
+    # linear; the log transform anchored at the best value predicts it best one step ahead
+    p = problems.get("WB")
+    lb, ub = np.array(p.bounds).T
+    opt = SamoCobra(4, 2, 4, p.tight_ref_point(), seed=0, con_scale=p.con_limits)
+    for _ in range(30):
+        x = opt.ask()
+        opt.tell(x, *p(lb + (x + 1) / 2 * (ub - lb)))
+    obj_choice, _ = opt.choose_models()
+    assert obj_choice[1].transform == 2
+    rmse = np.sqrt(np.stack(opt._sq_errors).mean(axis=0))[1]  # [kernels, transforms] of the deflection
+    assert rmse[:, 2].min() < 0.5 * rmse[:, 0].min() and rmse[:, 2].min() < 0.5 * rmse[:, 1].min()
+    # the prediction of the chosen surrogate goes through the same inverse as the error bookkeeping
+    bank, obj, con = opt._fit()
+    pred = Predictor(bank, obj, con, *opt.choose_models())
+    x = opt._rng.uniform(-1, 1, 4)
+    allp = opt._all_predictions(x)
+    for o, c in enumerate(pred.obj_choice + pred.con_choice):
+        value = pred(x)[0][o] if o < 2 else pred(x)[1][o - 2]
+        np.testing.assert_allclose(value, allp[o, opt.kernels.index(c.kernel), c.transform], rtol=1e-9)

@@ -34,24 +34,25 @@ except ImportError:  # pragma: no cover - other moocore layouts fall back to moo
 
 from qallegro.hpo import cpu_guard
 from qallegro.hpo.cpu_guard import heartbeat
-from qallegro.hpo.rbf import PHI, OutputScaling, RBFModel, plog_inverse
+from qallegro.hpo.rbf import _LOG_CAP, PHI, OutputScaling, RBFModel, plog_inverse
 
 _BIG = float(np.finfo(np.float64).max) / 1e10  # large but safe to add/compare in COBYLA
 
 
 @dataclass
 class Choice:
-    """The surrogate used for one output: its kernel and whether it was fitted on plog targets."""
+    """The surrogate used for one output: its kernel and the output transform it was fitted on
+    (an index into :data:`qallegro.hpo.rbf.TRANSFORMS`: 0 plain, 1 plog, 2 log)."""
 
     kernel: str
-    use_plog: bool
+    transform: int
 
 
 class Predictor:
     """Fast single-point predictions of the chosen surrogates.
 
     ``bank`` maps kernel -> model fitted on the target columns laid out by
-    :meth:`SamoCobra._targets`: [obj plain | obj plog | con plain | con plog].
+    :meth:`SamoCobra._targets`: [obj plain | obj plog | obj log | con plain | con plog].
     """
 
     def __init__(
@@ -79,22 +80,22 @@ class Predictor:
             coef = model.coef[:, cols]
             self._groups.append((PHI[kernel], idx, coef[:n], coef[n:], model))  # views: the same BLAS path as before
 
-        # raw = plog^-1?(z * scale + loc), per output, as vectors (no per-output Python work per call)
-        t = np.array([int(c.use_plog) for c in self.obj_choice + self.con_choice], dtype=int)
-        scales = [obj_scaling.scale] + ([con_scaling.scale] if self.n_con else [])
-        locs = [obj_scaling.loc] + ([con_scaling.loc] if self.n_con else [])
-        scale, loc = np.concatenate(scales, axis=1), np.concatenate(locs, axis=1)
-        cols = np.arange(self.n_obj + self.n_con)
-        self._scale, self._loc = scale[t, cols], loc[t, cols]
-        self._plog = np.flatnonzero(t)  # outputs whose surrogate was fitted on plog targets
+        # raw = inverse_t(z * scale + loc), per output, as vectors (no per-output Python work per call)
+        scalings = [(obj_scaling, i) for i in range(self.n_obj)] + [(con_scaling, j) for j in range(self.n_con)]
+        t = [c.transform for c in self.obj_choice + self.con_choice]
+        self._scale = np.array([sc.scale[ti, col] for (sc, col), ti in zip(scalings, t)])
+        self._loc = np.array([sc.loc[ti, col] for (sc, col), ti in zip(scalings, t)])
+        self._plog = np.flatnonzero(np.equal(t, 1))  # outputs whose surrogate was fitted on plog targets
+        self._log = np.flatnonzero(np.equal(t, 2))  # ... on log targets (objectives only)
+        self._log_lo = np.array([obj_scaling.log_lo[i] for i in self._log])
+        self._log_unit = np.array([obj_scaling.log_unit[i] for i in self._log])
         self._sms_scale = obj_scaling.scale[0]
         self._zero_u = np.zeros(self.n_obj)
 
     def _column(self, c: Choice, output: int) -> int:
         if output < self.n_obj:
-            return output + (self.n_obj if c.use_plog else 0)
-        j = output - self.n_obj
-        return 2 * self.n_obj + j + (self.n_con if c.use_plog else 0)
+            return output + self.n_obj * c.transform
+        return 3 * self.n_obj + (output - self.n_obj) + self.n_con * c.transform
 
     def __call__(
         self, x: np.ndarray, with_variance: bool = False
@@ -115,6 +116,8 @@ class Predictor:
         v = z * self._scale + self._loc
         if len(self._plog):
             v[self._plog] = plog_inverse(v[self._plog])
+        if len(self._log):
+            v[self._log] = self._log_lo + self._log_unit * np.expm1(np.minimum(v[self._log], _LOG_CAP))
         if with_variance:
             var = np.zeros(self.n_obj + self.n_con)
             for _, idx, _, _, model in self._groups:

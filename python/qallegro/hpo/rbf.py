@@ -3,7 +3,8 @@
 de Winter, van Stein, Bäck (EMO 2021), Sec. 3.2: every objective and constraint is modelled by an
 interpolating RBF ``s(x) = sum_i lambda_i phi(||x - x_i||) + c_0 + c^T x + d^T (x * x)`` (the
 "polynomial tail" with pure squares, as in the SACOBRA lineage), for each of six kernels, each fitted
-to two output transforms (plain standardised and plog-standardised); the kernel/transform pair used
+to two output transforms (plain standardised and plog-standardised; objectives also to a log transform
+anchored at their best value, see :class:`OutputScaling`); the kernel/transform pair used
 at each iteration is the one with the lowest RMSE of its one-step-ahead predictions.
 
 The interpolation system matrix depends only on the evaluated points and the kernel, so one
@@ -136,46 +137,84 @@ def fit_rbf(kernel: str, x: np.ndarray, y: np.ndarray, rcond: float = 1e-14) -> 
     return RBFModel(kernel=kernel, centres=x.copy(), coef=pinv @ rhs, pinv=pinv)
 
 
+TRANSFORMS: Tuple[str, ...] = ("plain", "plog", "log")  # objectives use all three, constraints the first two
+_LOG_CAP = 600.0  # "log" predictions are capped here before exp (finite, no overflow warning)
+
+
+def _log_anchor(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per column of ``y: [n, k]``: the best value ``lo`` and the unit ``u`` of the "log" transform
+    log(1 + (y - lo) / u): u = the lower quartile minus the best value (the spread of the good quarter of
+    the evaluations), the range if that is 0, 1 for a constant column."""
+    lo = y.min(axis=0)
+    span = y.max(axis=0) - lo
+    unit = np.percentile(y, 25, axis=0) - lo
+    return lo, np.where(unit > 1e-9 * span, unit, np.where(span > 0, span, 1.0))
+
+
 @dataclass
 class OutputScaling:
-    """Per-column transforms of raw outputs ``y: [n, k]`` to the two training targets.
+    """Per-column transforms of raw outputs ``y: [n, k]`` to the training targets.
 
-    Objectives are standardised (z-scores); constraints are divided by their range, which keeps the
-    sign (feasibility) intact, as in the reference. ``plog`` variants apply :func:`plog` first.
+    Constraints: plain and plog(g), divided by their range, which keeps the sign (feasibility) intact,
+    as in the reference. Objectives: plain, plog and "log" = log(1 + (y - lo) / u) (anchored at the best
+    value ``lo``, unit ``u`` from :func:`_log_anchor`), each standardised (z-scores). The "log" transform
+    is not in the paper: plog(y) = log(1 + |y|) is linear for |y| << 1, so it does nothing for an objective
+    whose good values are small (a deflection of 4e-4 in; an error of 0.03 eV/A), while this one resolves
+    the region near the best values for any units and offset.
     """
 
     kind: str  # "objective" | "constraint"
-    loc: np.ndarray  # [2, k]: plain, plog
-    scale: np.ndarray  # [2, k]
+    loc: np.ndarray  # [T, k]: per transform (TRANSFORMS order; T = 3 for objectives, 2 for constraints)
+    scale: np.ndarray  # [T, k]
+    log_lo: np.ndarray = None  # [k] "log" transform anchor (objectives)
+    log_unit: np.ndarray = None  # [k]
+
+    @property
+    def n_transforms(self) -> int:
+        return self.loc.shape[0]
 
     @staticmethod
     def fit(y: np.ndarray, kind: str) -> "OutputScaling":
-        cols = [y, plog(y)]
         if kind == "objective":
+            lo, unit = _log_anchor(y)
+            cols = [y, plog(y), np.log1p((y - lo) / unit)]
             loc = np.stack([c.mean(axis=0) for c in cols])
             scale = np.stack([c.std(axis=0) for c in cols])
         elif kind == "constraint":
+            lo = unit = None
+            cols = [y, plog(y)]
             loc = np.zeros((2, y.shape[1]))
             scale = np.stack([c.max(axis=0) - c.min(axis=0) for c in cols])
         else:
             raise ValueError(f"OutputScaling kind must be 'objective' or 'constraint', got {kind!r}")
         scale = np.where(scale > 0, scale, 1.0)  # constant outputs: leave unscaled
-        return OutputScaling(kind, loc, scale)
+        return OutputScaling(kind, loc, scale, lo, unit)
+
+    def _raw_transforms(self, y: np.ndarray):
+        out = [y, plog(y)]
+        if self.n_transforms == 3:
+            out.append(np.log1p((y - self.log_lo) / self.log_unit))
+        return out
 
     def forward(self, y: np.ndarray) -> np.ndarray:
-        """Targets ``[n, 2k]``: plain columns then plog columns."""
+        """Targets ``[n, T k]``: the plain columns, then the plog columns (then the log columns)."""
         return np.concatenate(
-            [(y - self.loc[0]) / self.scale[0], (plog(y) - self.loc[1]) / self.scale[1]], axis=1
+            [(c - self.loc[t]) / self.scale[t] for t, c in enumerate(self._raw_transforms(y))], axis=1
         )
 
-    def inverse(self, z: np.ndarray, column: int, use_plog: bool) -> np.ndarray:
-        """Raw-unit values of predicted targets ``z`` of output ``column``."""
-        t = int(use_plog)
+    def inverse(self, z: np.ndarray, column: int, transform: int) -> np.ndarray:
+        """Raw-unit values of predicted targets ``z`` of output ``column`` fitted on transform
+        ``transform`` (an index into TRANSFORMS; False/True = plain/plog)."""
+        t = int(transform)
         v = z * self.scale[t, column] + self.loc[t, column]
-        return plog_inverse(v) if use_plog else v
+        if t == 1:
+            return plog_inverse(v)
+        if t == 2:
+            return self.log_lo[column] + self.log_unit[column] * np.expm1(np.minimum(v, _LOG_CAP))
+        return v
 
 
 def fit_bank(x: np.ndarray, y: np.ndarray, scaling: OutputScaling) -> Dict[str, RBFModel]:
-    """All kernels fitted to all targets of ``y: [n, k]`` -> {kernel: model with 2k columns}."""
+    """All kernels fitted to all targets of ``y: [n, k]`` -> {kernel: model with T k columns}."""
     targets = scaling.forward(y)
     return {k: fit_rbf(k, x, targets) for k in KERNELS}
