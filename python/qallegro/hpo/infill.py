@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - other moocore layouts fall back to moo
 
 from qallegro.hpo import cpu_guard
 from qallegro.hpo.cpu_guard import heartbeat
-from qallegro.hpo.rbf import _LOG_CAP, PHI, OutputScaling, RBFModel, plog_inverse
+from qallegro.hpo.rbf import PHI, OutputScaling, RBFModel, log_inverse, plog_inverse
 
 _BIG = float(np.finfo(np.float64).max) / 1e10  # large but safe to add/compare in COBYLA
 
@@ -95,7 +95,7 @@ class Predictor:
     def _column(self, c: Choice, output: int) -> int:
         if output < self.n_obj:
             return output + self.n_obj * c.transform
-        return 3 * self.n_obj + (output - self.n_obj) + self.n_con * c.transform
+        return self.obj_scaling.n_transforms * self.n_obj + (output - self.n_obj) + self.n_con * c.transform
 
     def __call__(
         self, x: np.ndarray, with_variance: bool = False
@@ -117,7 +117,7 @@ class Predictor:
         if len(self._plog):
             v[self._plog] = plog_inverse(v[self._plog])
         if len(self._log):
-            v[self._log] = self._log_lo + self._log_unit * np.expm1(np.minimum(v[self._log], _LOG_CAP))
+            v[self._log] = log_inverse(v[self._log], self._log_lo, self._log_unit)
         if with_variance:
             var = np.zeros(self.n_obj + self.n_con)
             for _, idx, _, _, model in self._groups:

@@ -15,7 +15,7 @@ Inputs are assumed scaled to [-1, 1]^d, where the kernel width is 1 (as in the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -138,7 +138,22 @@ def fit_rbf(kernel: str, x: np.ndarray, y: np.ndarray, rcond: float = 1e-14) -> 
 
 
 TRANSFORMS: Tuple[str, ...] = ("plain", "plog", "log")  # objectives use all three, constraints the first two
-_LOG_CAP = 600.0  # "log" predictions are capped here before exp (finite, no overflow warning)
+_LOG_CAP = 600.0  # "log" predictions are capped here before exp
+
+
+def log_transform(y: np.ndarray, lo: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The objectives' "log" transform log(1 + (y - lo) / u) (see :class:`OutputScaling`)."""
+    return np.log1p((y - lo) / unit)
+
+
+def log_inverse(v: np.ndarray, lo: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`log_transform`, ``v`` capped at _LOG_CAP first (finite, no overflow warning)."""
+    return lo + unit * np.expm1(np.minimum(v, _LOG_CAP))
+
+
+def _transformed(y: np.ndarray, lo: Optional[np.ndarray], unit: Optional[np.ndarray]) -> List[np.ndarray]:
+    """``y`` under each transform, in TRANSFORMS order: plain, plog, and "log" when an anchor is given."""
+    return [y, plog(y)] + ([] if lo is None else [log_transform(y, lo, unit)])
 
 
 def _log_anchor(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -177,12 +192,12 @@ class OutputScaling:
     def fit(y: np.ndarray, kind: str) -> "OutputScaling":
         if kind == "objective":
             lo, unit = _log_anchor(y)
-            cols = [y, plog(y), np.log1p((y - lo) / unit)]
+            cols = _transformed(y, lo, unit)
             loc = np.stack([c.mean(axis=0) for c in cols])
             scale = np.stack([c.std(axis=0) for c in cols])
         elif kind == "constraint":
             lo = unit = None
-            cols = [y, plog(y)]
+            cols = _transformed(y, None, None)
             loc = np.zeros((2, y.shape[1]))
             scale = np.stack([c.max(axis=0) - c.min(axis=0) for c in cols])
         else:
@@ -190,16 +205,10 @@ class OutputScaling:
         scale = np.where(scale > 0, scale, 1.0)  # constant outputs: leave unscaled
         return OutputScaling(kind, loc, scale, lo, unit)
 
-    def _raw_transforms(self, y: np.ndarray):
-        out = [y, plog(y)]
-        if self.n_transforms == 3:
-            out.append(np.log1p((y - self.log_lo) / self.log_unit))
-        return out
-
     def forward(self, y: np.ndarray) -> np.ndarray:
         """Targets ``[n, T k]``: the plain columns, then the plog columns (then the log columns)."""
         return np.concatenate(
-            [(c - self.loc[t]) / self.scale[t] for t, c in enumerate(self._raw_transforms(y))], axis=1
+            [(c - self.loc[t]) / self.scale[t] for t, c in enumerate(_transformed(y, self.log_lo, self.log_unit))], axis=1
         )
 
     def inverse(self, z: np.ndarray, column: int, transform: int) -> np.ndarray:
@@ -210,7 +219,7 @@ class OutputScaling:
         if t == 1:
             return plog_inverse(v)
         if t == 2:
-            return self.log_lo[column] + self.log_unit[column] * np.expm1(np.minimum(v, _LOG_CAP))
+            return log_inverse(v, self.log_lo[column], self.log_unit[column])
         return v
 
 

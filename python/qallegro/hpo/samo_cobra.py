@@ -47,7 +47,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from qallegro.hpo.infill import Choice, InfillProblem, Predictor, StartBudget, hypervolume, solve_infill
-from qallegro.hpo.rbf import KERNELS, OutputScaling, fit_rbf
+from qallegro.hpo.rbf import KERNELS, TRANSFORMS, OutputScaling, fit_rbf
 
 __all__ = ["SamoCobra", "SamoCobraResult", "minimize", "pareto_mask"]
 
@@ -180,14 +180,14 @@ class SamoCobra:
         """Predictions of every candidate surrogate at x [d] -> [n_obj + n_con, kernels, 3] (objectives
         in raw units, constraints in scaled units; inf for the constraints' missing log transform)."""
         bank, obj, con = self._fit()
-        out = np.full((self.n_obj + self.n_con, len(self.kernels), 3), np.inf)
+        out = np.full((self.n_obj + self.n_con, len(self.kernels), len(TRANSFORMS)), np.inf)
         for ki, k in enumerate(self.kernels):
             z = bank[k].predict(x[None, :])[0]
-            for t in range(3):
+            for t in range(obj.n_transforms):
                 for i in range(self.n_obj):
                     out[i, ki, t] = obj.inverse(z[t * self.n_obj + i], i, t)
-            base = 3 * self.n_obj
-            for t in range(2):
+            base = obj.n_transforms * self.n_obj
+            for t in range(con.n_transforms if self.n_con else 0):
                 for j in range(self.n_con):
                     out[self.n_obj + j, ki, t] = con.inverse(z[base + t * self.n_con + j], j, t)
         return out
